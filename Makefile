@@ -1,0 +1,53 @@
+# wapipe: every entry point a newcomer needs. `make help` lists them.
+# Everything is installed by these targets on a fresh clone: the virtualenv and
+# pinned Python packages here, the Kafka jars by `wapipe kafka up` (Maven).
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint unit kafka-up kafka-down bench-ingest lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=" >&2; exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP)  ## create .venv with the pinned dependencies
+
+run: install  ## start Kafka, topics and the ingester in the foreground (Ctrl-C stops all)
+	$(BIN)/wapipe run
+
+test: install lint  ## lint, type-check and run the whole test suite against a real broker
+	$(BIN)/pytest
+
+lint: install  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: install  ## only the fast tests that need no broker
+	$(BIN)/pytest -m "not kafka"
+
+kafka-up: install  ## start the local broker in the background
+	$(BIN)/wapipe kafka up
+
+kafka-down: install  ## stop the local broker
+	$(BIN)/wapipe kafka down
+
+bench-ingest: install  ## ingester vs bare aiohttp under wrk (installs wrk with apt if missing)
+	bash bench/ingest/run.sh
+
+lock: install  ## re-pin the whole dependency tree into constraints.txt
+	$(BIN)/pip freeze --exclude-editable > constraints.txt
+
+clean:  ## remove the virtualenv and local state (broker data, spool)
+	rm -rf $(VENV) .wapipe

@@ -1,0 +1,78 @@
+"""What the ingester reads of a webhook body: its event type, its record key, its shape.
+
+The ingester keeps every JSON object it is sent; it only looks inside to pick
+the Kafka key (so that a retry of the same event lands on the same partition)
+and to label its metrics and headers. Parsing proper is the normalizer's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import schemas
+
+CHATAPPS_EVENT_TYPES = frozenset(
+    {"inbound_message_received", "outbound_message_status_changed", "external_app_message"}
+)
+ACCOUNT_EVENT_TYPES = frozenset(
+    {
+        "template_status_update",
+        "template_quality_update",
+        "template_category_update",
+        "template_correct_category_detection",
+        "phone_number_quality_update",
+        "account_update",
+        "whatsapp_user_id_update",
+        "whatsapp_contact",
+        "whatsapp_preference",
+    }
+)
+KNOWN_EVENT_TYPES = CHATAPPS_EVENT_TYPES | ACCOUNT_EVENT_TYPES
+UNKNOWN_EVENT_TYPE = "unknown"
+
+# Where an id may sit when neither `payload.umid` nor `eventId` is there, most
+# specific first: LINE's flat inbound shape, other envelopes, bare ids.
+_FALLBACK_ID_PATHS: tuple[tuple[str, ...], ...] = (
+    ("inboundMessage", "umid"),
+    ("umid",),
+    ("payload", "messageId"),
+    ("messageId",),
+    ("payload", "id"),
+    ("id",),
+)
+
+
+def event_type_label(body: dict[str, Any]) -> str:
+    """The body's `eventType` if we know it, else `unknown` (keeps metric labels bounded)."""
+    event_type = body.get("eventType")
+    return event_type if event_type in KNOWN_EVENT_TYPES else UNKNOWN_EVENT_TYPE
+
+
+def record_key(body: dict[str, Any], raw: bytes) -> bytes:
+    """The raw topic's key: `payload.umid`, `eventId`, another id, else a hash of the body.
+
+    A retry repeats the body byte for byte, so even the hash fallback sends
+    every retry of one event to the same partition.
+    """
+    for path in (("payload", "umid"), ("eventId",), *_FALLBACK_ID_PATHS):
+        value = _lookup(body, path)
+        if isinstance(value, str) and value:
+            return value.encode()
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value).encode()
+    return b"sha256:" + hashlib.sha256(raw).hexdigest().encode()
+
+
+def is_recognised(body: dict[str, Any]) -> bool:
+    """True when the body matches the schema of a known event type."""
+    return bool(schemas.validator("webhooks/webhook").is_valid(body))
+
+
+def _lookup(body: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = body
+    for part in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node

@@ -1,0 +1,209 @@
+"""Makes each accepted event durable: in Kafka when it answers in time, else in the spool.
+
+The request path tries Kafka (acks=all, idempotent producer) within
+`publish_timeout_ms`; on an error or a timeout the event is appended to the
+spool instead and Kafka is marked unavailable, so the following requests go
+straight to the spool rather than each waiting out the budget. A background
+drainer moves the spool to Kafka in order and marks Kafka available again once
+a batch is acknowledged. A publish that timed out may still reach Kafka later,
+so the raw topic can hold a duplicate: the normalizer drops those; a loss is
+what this module exists to prevent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from enum import StrEnum
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from ingest.metrics import IngestMetrics
+from ingest.spool import Spool, SpooledRecord
+from wapipe.logs import get_logger
+from wapipe.settings import Settings
+
+log = get_logger(__name__)
+
+_CONNECT_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0)
+_DRAIN_ACK_TIMEOUT_SECONDS = 30.0
+_HEADROOM_BYTES = 64 << 10  # room for headers and batch overhead above the largest body
+
+
+class Durability(StrEnum):
+    """Where an accepted event was made durable (the `outcome` metric label)."""
+
+    PUBLISHED = "published"
+    SPOOLED = "spooled"
+
+
+class Publisher:
+    def __init__(self, settings: Settings, topic: str, metrics: IngestMetrics) -> None:
+        self._settings = settings
+        self.topic = topic
+        self._metrics = metrics
+        self._budget = settings.publish_timeout_ms / 1000
+        self.spool = Spool(
+            settings.spool_dir,
+            max_bytes=settings.spool_max_bytes,
+            segment_bytes=settings.spool_segment_bytes,
+        )
+        self._producer: AIOKafkaProducer | None = None
+        self._kafka_ok = False
+        self._problem = "not connected to Kafka yet"
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        self.spool.open()
+        self._tasks = [
+            asyncio.create_task(self._connect(), name="kafka-connect"),
+            asyncio.create_task(self._drain(), name="spool-drain"),
+        ]
+
+    async def stop(self) -> None:
+        """Flush what the producer holds; leave the spool's contents for the next run."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._producer is not None:
+            await self._producer.stop()  # sends and awaits what is buffered
+        await self.spool.close()
+        log.info("publisher stopped", spool_records=self.spool.records)
+
+    @property
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): ready while events go straight to Kafka."""
+        return (True, "kafka reachable") if self._kafka_ok else (False, self._problem)
+
+    # --- the request path --------------------------------------------------------------
+    async def publish(self, record: SpooledRecord) -> Durability:
+        """Make `record` durable. Raises SpoolFullError or OSError when nothing can take it."""
+        if self._kafka_ok and self._producer is not None:
+            started = time.perf_counter()
+            try:
+                await asyncio.wait_for(self._send(self._producer, record), self._budget)
+            except TimeoutError:
+                self._metrics.producer_errors.labels("timeout").inc()
+                self._mark_unavailable(f"no acknowledgement within {self._budget:.2f} s")
+            except KafkaError as error:
+                self._metrics.producer_errors.labels(type(error).__name__).inc()
+                self._mark_unavailable(f"{type(error).__name__}: {error}")
+            else:
+                self._metrics.publish_duration.observe(time.perf_counter() - started)
+                return Durability.PUBLISHED
+        await self.spool.append(record)
+        self._wake.set()
+        return Durability.SPOOLED
+
+    async def _send(self, producer: AIOKafkaProducer, record: SpooledRecord) -> None:
+        delivery = await producer.send(
+            self.topic, value=record.value, key=record.key, headers=list(record.headers)
+        )
+        # If the budget runs out, the delivery goes on: let it, and see its result.
+        delivery.add_done_callback(_consume_result)
+        await asyncio.shield(delivery)
+
+    def _mark_unavailable(self, problem: str) -> None:
+        if self._kafka_ok:
+            log.warning("kafka unavailable; spooling events", problem=problem)
+        self._kafka_ok = False
+        self._problem = problem
+        self._metrics.kafka_available.set(0)
+
+    def _mark_available(self) -> None:
+        if not self._kafka_ok:
+            log.info("kafka available; publishing directly")
+        self._kafka_ok = True
+        self._metrics.kafka_available.set(1)
+
+    # --- background work ------------------------------------------------------------------
+    async def _connect(self) -> None:
+        """Start the producer, retrying for as long as Kafka cannot be reached."""
+        attempt = 0
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._settings.kafka_bootstrap,
+                client_id="wapipe-ingest",
+                acks="all",
+                enable_idempotence=True,
+                compression_type="lz4",
+                # Concurrent requests share a batch; 2 ms adds little to a request's
+                # latency and saves many small produce requests under load.
+                linger_ms=2,
+                max_batch_size=256 << 10,
+                max_request_size=self._settings.max_body_bytes + _HEADROOM_BYTES,
+                request_timeout_ms=int(_DRAIN_ACK_TIMEOUT_SECONDS * 1000),
+            )
+            try:
+                await producer.start()
+                await asyncio.wait_for(producer.partitions_for(self.topic), 10)
+            except (KafkaError, OSError, TimeoutError) as error:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                self._problem = f"cannot reach Kafka at {self._settings.kafka_bootstrap}: {error}"
+                if attempt == 0:
+                    log.warning("kafka not reachable; spooling until it is", problem=self._problem)
+                delay = _CONNECT_BACKOFF_SECONDS[min(attempt, len(_CONNECT_BACKOFF_SECONDS) - 1)]
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            self._producer = producer
+            log.info("kafka producer started", bootstrap=self._settings.kafka_bootstrap,
+                     topic=self.topic)  # fmt: skip
+            if self.spool.empty:
+                self._mark_available()
+            self._wake.set()
+            return
+
+    async def _drain(self) -> None:
+        """Move the spool to Kafka, oldest first, deleting only what Kafka acknowledged."""
+        failures = 0
+        while True:
+            if self.spool.empty or self._producer is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                if self.spool.empty and self._producer is not None and not self._kafka_ok:
+                    # Nothing to drain tells us nothing: e.g. the spool refused an
+                    # event (full disk) after Kafka failed. Ask Kafka directly.
+                    await self._probe(self._producer)
+                continue
+            records, position = await self.spool.read_batch()
+            if not records:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                deliveries = [
+                    await self._producer.send(self.topic, value=r.value, key=r.key,
+                                              headers=list(r.headers))
+                    for r in records
+                ]  # fmt: skip
+                await asyncio.wait_for(asyncio.gather(*deliveries), _DRAIN_ACK_TIMEOUT_SECONDS)
+            except (KafkaError, TimeoutError) as error:
+                failures += 1
+                self._mark_unavailable(f"draining the spool failed: {type(error).__name__}")
+                delay = _CONNECT_BACKOFF_SECONDS[min(failures, len(_CONNECT_BACKOFF_SECONDS)) - 1]
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            await self.spool.commit(position, len(records))
+            self._metrics.spool_drained.inc(len(records))
+            if self.spool.empty:
+                log.info("spool drained")
+            self._mark_available()
+
+    async def _probe(self, producer: AIOKafkaProducer) -> None:
+        with contextlib.suppress(TimeoutError):
+            if await asyncio.wait_for(producer.client.force_metadata_update(), 5.0):
+                self._mark_available()
+
+
+def _consume_result(delivery: asyncio.Future[object]) -> None:
+    if not delivery.cancelled():
+        delivery.exception()

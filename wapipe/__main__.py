@@ -1,0 +1,5 @@
+import sys
+
+from wapipe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,191 @@
+"""`wapipe`: the one command behind `make run`, `make test` and production.
+
+Every subcommand reads its settings from the environment once (`Settings.from_env`)
+and fails at start-up, naming the variable, when one is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+
+from wapipe.settings import Settings, SettingsError, environment_variables
+
+_DESCRIPTION = """\
+wapipe: a streaming pipeline for 8x8 CPaaS WhatsApp webhooks.
+
+Typical local session:
+  wapipe kafka up          start a single-node Kafka broker on this machine
+  wapipe topics create     create every topic of the contract (idempotent)
+  wapipe ingest            serve POST /webhooks/whatsapp on WAPIPE_INGEST_PORT
+  wapipe run               all of the above, in the foreground, until Ctrl-C
+
+Settings come from WAPIPE_* environment variables: `wapipe config` lists them
+with their current values; the README explains each one.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    if not hasattr(arguments, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"wapipe: {error}", file=sys.stderr)
+        return 2
+    handler: Callable[[Settings, argparse.Namespace], int] = arguments.handler
+    try:
+        return handler(settings, arguments)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wapipe", description=_DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    kafka = commands.add_parser(
+        "kafka",
+        help="run a local single-node Kafka broker (KRaft, from Maven Central jars)",
+        description="Manage the local broker whose data lives under WAPIPE_HOME/kafka. "
+        "Needs Java 17+; the first `up` resolves the Kafka jars with Maven.",
+    )
+    kafka_commands = kafka.add_subparsers(title="actions", metavar="ACTION", required=True)
+    for name, help_text, handler in (
+        ("up", "start the broker and wait until it answers", _kafka_up),
+        ("down", "stop the broker (SIGTERM, then SIGKILL after 30 s)", _kafka_down),
+        ("status", "say whether the broker runs and answers (exit 1 if not)", _kafka_status),
+    ):
+        kafka_commands.add_parser(name, help=help_text).set_defaults(handler=handler)
+
+    topic_commands = commands.add_parser(
+        "topics", help="create the contract's topics", description="Topics of the contract."
+    ).add_subparsers(title="actions", metavar="ACTION", required=True)
+    topic_commands.add_parser(
+        "create",
+        help="create every missing topic with the configured partitions and replication "
+        "(idempotent; reports existing topics that differ)",
+    ).set_defaults(handler=_topics_create)
+    topic_commands.add_parser("list", help="list the topics and their settings").set_defaults(
+        handler=_topics_list
+    )
+
+    commands.add_parser(
+        "ingest",
+        help="serve the webhook ingester (HTTP -> Kafka, spooling while Kafka is away)",
+        description="Serve POST /webhooks/whatsapp, /oauth/token, /healthz, /readyz, /metrics "
+        "on WAPIPE_INGEST_HOST:WAPIPE_INGEST_PORT until SIGTERM or SIGINT.",
+    ).set_defaults(handler=_ingest)
+
+    commands.add_parser(
+        "run",
+        help="start the local stack in the foreground: broker, topics, ingester",
+        description="Start a local broker (unless WAPIPE_KAFKA_BOOTSTRAP is set), create the "
+        "topics, start the ingester, and stay in the foreground with their logs; "
+        "Ctrl-C stops everything this command started.",
+    ).set_defaults(handler=_run)
+
+    commands.add_parser(
+        "config", help="print every setting, its environment variable and its current value"
+    ).set_defaults(handler=_config)
+    return parser
+
+
+def _kafka_up(settings: Settings, _: argparse.Namespace) -> int:
+    from wapipe.local_kafka import LocalBroker, LocalKafkaError
+
+    broker = LocalBroker.from_settings(settings)
+    print(f"starting Kafka on {broker.bootstrap} (data in {broker.directory}) ...", flush=True)
+    try:
+        status = broker.up()
+    except LocalKafkaError as error:
+        print(f"wapipe kafka up: {error}", file=sys.stderr)
+        return 1
+    print(f"Kafka answers on {status.bootstrap} (pid {status.pid}); log: {broker.log_file}")
+    return 0
+
+
+def _kafka_down(settings: Settings, _: argparse.Namespace) -> int:
+    from wapipe.local_kafka import LocalBroker
+
+    stopped = LocalBroker.from_settings(settings).down()
+    print("Kafka stopped" if stopped else "no local Kafka was running")
+    return 0
+
+
+def _kafka_status(settings: Settings, _: argparse.Namespace) -> int:
+    from wapipe.local_kafka import LocalBroker
+
+    status = LocalBroker.from_settings(settings).status()
+    if not status.running:
+        print("local Kafka: not running")
+        return 1
+    state = "answering" if status.answering else "started, not answering yet"
+    print(f"local Kafka: running (pid {status.pid}) on {status.bootstrap}, {state}")
+    return 0 if status.answering else 1
+
+
+def _topics_create(settings: Settings, _: argparse.Namespace) -> int:
+    from wapipe.topics import create_topics
+
+    reports = asyncio.run(create_topics(settings))
+    for report in reports:
+        verb = "created" if report.created else "exists "
+        print(
+            f"{verb} {report.name}" + (f"  (warning: {report.problem})" if report.problem else "")
+        )
+    return 0
+
+
+def _topics_list(settings: Settings, _: argparse.Namespace) -> int:
+    from wapipe.topics import TOPICS
+
+    for spec in TOPICS:
+        retention = f"{spec.retention_days} d" if spec.retention_days else "forever"
+        print(f"{spec.name(settings.topic_prefix):40} key={spec.key:40} "
+              f"{spec.cleanup_policy.value:8} retention={retention}")  # fmt: skip
+    return 0
+
+
+def _ingest(settings: Settings, _: argparse.Namespace) -> int:
+    from ingest.server import run
+    from wapipe.logs import configure_logging
+
+    configure_logging(settings, service="ingest")
+    run(settings)
+    return 0
+
+
+def _run(settings: Settings, _: argparse.Namespace) -> int:
+    from wapipe.stack import run_stack
+
+    return run_stack(settings)
+
+
+def _config(settings: Settings, _: argparse.Namespace) -> int:
+    descriptions = environment_variables()
+    for name, value in settings.model_dump().items():
+        variable = f"WAPIPE_{name.upper()}"
+        print(f"{variable} = {_show(value)}")
+        print(textwrap.indent(textwrap.fill(descriptions[variable], 76), "    "))
+    return 0
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple | list):
+        return ",".join(_show(item) for item in value) or "(unset)"
+    if value is None:
+        return "(unset)"
+    return str(value)  # a SecretStr shows as **********
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""A real single-node Apache Kafka broker (KRaft) on this machine, from Maven Central jars.
+
+There is no Docker engine here and Apache's download site is out of reach, but
+Maven Central is: `deploy/kafka/pom.xml` names the broker and tool jars, Maven
+copies them into a cache folder, and the broker runs as `java kafka.Kafka` in
+its own process group, with its data, config and log under one directory.
+`wapipe kafka up|down|status` wrap this module; so do `make run` and the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from wapipe.settings import Settings
+
+POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
+_STAMP = ".complete"
+
+
+class LocalKafkaError(RuntimeError):
+    """The local broker cannot be set up or started; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    pid: int | None
+    answering: bool
+    bootstrap: str
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+
+@dataclass(frozen=True)
+class LocalBroker:
+    """One broker: `directory` holds its config, data, log and pid file."""
+
+    directory: Path
+    jar_cache: Path
+    port: int
+    controller_port: int
+    heap: str = "512m"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalBroker:
+        return cls(
+            directory=(settings.home / "kafka").resolve(),
+            jar_cache=(settings.home / "kafka-jars").resolve(),
+            port=settings.local_kafka_port,
+            controller_port=settings.local_kafka_controller_port,
+            heap=settings.local_kafka_heap,
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "server.log"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.directory / "broker.pid"
+
+    @property
+    def _properties(self) -> Path:
+        return self.directory / "server.properties"
+
+    # --- jars ---------------------------------------------------------------------
+    def jars(self) -> Path:
+        """The folder of resolved jars, resolving them with Maven on first use."""
+        digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+        target = self.jar_cache / digest
+        if (target / _STAMP).exists():
+            return target
+        if shutil.which("mvn") is None:
+            raise LocalKafkaError(
+                f"the Kafka jars are not cached in {target} and Maven (`mvn`) is not installed "
+                "to fetch them: install Maven (Debian: apt-get install maven)"
+            )
+        target.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            ["mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
+             f"-DoutputDirectory={target}", "-DincludeScope=runtime"],
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            raise LocalKafkaError(
+                "could not resolve the Kafka jars from Maven Central (offline, or a proxy "
+                f"missing?). Maven said:\n{tail}"
+            )
+        (target / _STAMP).write_text(digest)
+        return target
+
+    # --- lifecycle ------------------------------------------------------------------
+    def status(self) -> BrokerStatus:
+        pid = self._running_pid()
+        answering = pid is not None and _port_open(self.port)
+        return BrokerStatus(pid=pid, answering=answering, bootstrap=self.bootstrap)
+
+    def up(self, timeout: float = 90.0) -> BrokerStatus:
+        """Start the broker unless it runs; return once it answers Kafka requests."""
+        if self._running_pid() is not None:
+            self._wait_until_answering(timeout)
+            return self.status()
+        java = shutil.which("java")
+        if java is None:
+            raise LocalKafkaError(
+                "Java is not installed: the local broker needs Java 17 or newer "
+                "(Debian: apt-get install openjdk-17-jre-headless)"
+            )
+        for port in (self.port, self.controller_port):
+            if _port_open(port):
+                raise LocalKafkaError(
+                    f"port {port} is taken by another process: stop it, or choose other "
+                    "ports with WAPIPE_LOCAL_KAFKA_PORT / WAPIPE_LOCAL_KAFKA_CONTROLLER_PORT, "
+                    "or point WAPIPE_KAFKA_BOOTSTRAP at a broker you run yourself"
+                )
+        jars = self.jars()
+        self._write_config()
+        classpath = f"{jars}/*"
+        if not (self.directory / "data" / "meta.properties").exists():
+            self._format_storage(java, classpath)
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+                 "-Djava.awt.headless=true",
+                 f"-Dlog4j2.configurationFile=file:{self.directory / 'log4j2.properties'}",
+                 "-cp", classpath, "kafka.Kafka", str(self._properties)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.directory,
+            )  # fmt: skip
+        self._pid_file.write_text(str(process.pid))
+        self._wait_until_answering(timeout, process)
+        return self.status()
+
+    def down(self, timeout: float = 30.0) -> bool:
+        """Stop the broker (SIGTERM, then SIGKILL after `timeout`). False if none ran."""
+        pid = self._running_pid()
+        if pid is None:
+            return False
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.05)
+        self._pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the broker at once, as a crash would (for fault tests)."""
+        pid = self._running_pid()
+        if pid is not None:
+            _signal_group(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.05)
+            self._pid_file.unlink(missing_ok=True)
+
+    # --- internals ------------------------------------------------------------------
+    def _running_pid(self) -> int | None:
+        try:
+            pid = int(self._pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if not _alive(pid):
+            return None
+        # A pid file can outlive its process and the pid be reused: check it is ours.
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if str(self._properties).encode() in cmdline else None
+
+    def _write_config(self) -> None:
+        data = self.directory / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        listeners = (
+            f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+        )
+        self._properties.write_text(
+            "# Generated by `wapipe kafka up`: a single-node KRaft broker for development.\n"
+            "process.roles=broker,controller\n"
+            "node.id=1\n"
+            f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}\n"
+            f"listeners={listeners}\n"
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}\n"
+            "controller.listener.names=CONTROLLER\n"
+            "inter.broker.listener.name=PLAINTEXT\n"
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"
+            f"log.dirs={data}\n"
+            "num.partitions=1\n"
+            # Topics are created by `wapipe topics create`, as in production.
+            "auto.create.topics.enable=false\n"
+            # One node: internal topics cannot have more replicas; fewer partitions
+            # make the first consumer group and transaction start faster.
+            "offsets.topic.replication.factor=1\n"
+            "offsets.topic.num.partitions=6\n"
+            "transaction.state.log.replication.factor=1\n"
+            "transaction.state.log.min.isr=1\n"
+            "transaction.state.log.num.partitions=6\n"
+            "share.coordinator.state.topic.replication.factor=1\n"
+            "share.coordinator.state.topic.min.isr=1\n"
+            "group.initial.rebalance.delay.ms=0\n"
+        )
+        (self.directory / "log4j2.properties").write_text(
+            "status = error\n"
+            "appender.out.type = Console\n"
+            "appender.out.name = OUT\n"
+            "appender.out.layout.type = PatternLayout\n"
+            "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = info\n"
+            "rootLogger.appenderRef.out.ref = OUT\n"
+            "logger.state.name = state.change.logger\n"
+            "logger.state.level = warn\n"
+        )
+
+    def _format_storage(self, java: str, classpath: str) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
+             "-t", cluster_id, "-c", str(self._properties)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise LocalKafkaError(
+                f"formatting the broker's storage failed:\n{result.stdout}{result.stderr}"
+            )
+
+    def _wait_until_answering(
+        self, timeout: float, process: subprocess.Popen[bytes] | None = None
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise LocalKafkaError(
+                    f"the broker exited with status {process.returncode} during start-up; "
+                    f"the end of {self.log_file}:\n{self._log_tail()}"
+                )
+            error = probe(self.bootstrap, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+            if error is None:
+                return
+            last_error = error
+            time.sleep(0.3)
+        raise LocalKafkaError(
+            f"the broker did not answer on {self.bootstrap} within {timeout:.0f} s "
+            f"({last_error}); the end of {self.log_file}:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log written)"
+
+
+def probe(bootstrap: str, timeout: float = 5.0) -> str | None:
+    """Ask the cluster for its metadata: None when it answers, else the reason it did not."""
+
+    async def ask() -> None:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000)
+        )
+        try:
+            await asyncio.wait_for(admin.start(), timeout)
+            await asyncio.wait_for(admin.describe_cluster(), timeout)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as error:
+        return f"cannot connect to {bootstrap}: {error}"
+    try:
+        asyncio.run(ask())
+    except Exception as error:
+        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return None
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _signal_group(pid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signum)

@@ -1,0 +1,260 @@
+"""Every setting of wapipe, read once from the environment and validated.
+
+`Settings.from_env()` is the only place in the project that reads `os.environ`;
+the object it returns is passed down to whatever needs it. Each field's
+environment variable is its name upper-cased with the `WAPIPE_` prefix
+(`kafka_bootstrap` -> `WAPIPE_KAFKA_BOOTSTRAP`); the README's settings table
+lists them all (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# 8x8's published source addresses of its messaging platform (WEBHOOKS.md, last
+# updated by 8x8 on 2025-10-13). `WAPIPE_ALLOWED_NETWORKS=8x8` stands for these.
+EIGHT_BY_EIGHT_SOURCE_ADDRESSES: dict[str, tuple[str, ...]] = {
+    "apac": ("52.220.117.120", "52.220.109.9", "18.136.13.204"),
+    "indonesia": ("34.101.157.207", "34.101.215.77", "34.34.217.244", "34.101.109.67"),
+    "europe": ("34.142.20.188", "34.142.64.178", "34.39.69.103", "34.39.114.155"),
+    "north_america": ("50.112.250.190", "100.21.170.42", "52.10.10.63"),
+}
+EIGHT_BY_EIGHT_PRESET = "8x8"
+
+_TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
+NetworkList = Annotated[tuple[IPNetwork, ...], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _parse_networks(value: Any) -> Any:
+    items = _split_commas(value)
+    if not isinstance(items, tuple | list):
+        return items
+    networks: list[IPNetwork] = []
+    for item in items:
+        if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            networks.append(item)
+        elif str(item).lower() == EIGHT_BY_EIGHT_PRESET:
+            networks.extend(
+                ipaddress.ip_network(address)
+                for region in EIGHT_BY_EIGHT_SOURCE_ADDRESSES.values()
+                for address in region
+            )
+        else:
+            try:
+                networks.append(ipaddress.ip_network(str(item), strict=False))
+            except ValueError as error:
+                raise ValueError(
+                    f"{item!r} is neither a CIDR (e.g. 10.0.0.0/8, 2001:db8::/32), "
+                    f"an address, nor the preset name {EIGHT_BY_EIGHT_PRESET!r}"
+                ) from error
+    return tuple(networks)
+
+
+class Settings(BaseSettings):
+    """wapipe's configuration. Defaults suit a laptop; production sets the rest."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WAPIPE_", case_sensitive=False, extra="ignore", frozen=True
+    )
+
+    # --- Kafka and topics -------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "localhost:9092", description="Kafka bootstrap servers, comma-separated host:port."
+    )
+    topic_prefix: str = Field(
+        "whatsapp", pattern=_TOPIC_PREFIX_PATTERN, description="Prefix of every topic name."
+    )
+    topic_partitions: int = Field(
+        6, ge=1, le=10_000, description="Partitions of each topic `wapipe topics create` makes."
+    )
+    topic_replication: int = Field(
+        1, ge=1, le=32, description="Replication factor of each topic (3 in production)."
+    )
+    topic_min_insync_replicas: int = Field(
+        1, ge=1, le=32, description="min.insync.replicas of each topic (2 in production)."
+    )
+
+    # --- Ingester HTTP ------------------------------------------------------------
+    ingest_host: str = Field("0.0.0.0", description="Address the ingester listens on.")
+    ingest_port: int = Field(8080, ge=1, le=65535, description="Ingester HTTP port.")
+    max_body_bytes: int = Field(
+        262_144, ge=1024, le=900_000, description="Largest webhook body accepted (413 above)."
+    )
+    publish_timeout_ms: int = Field(
+        1500,
+        ge=50,
+        le=4000,
+        description="How long a request waits for Kafka's acknowledgement before the event "
+        "goes to the spool instead; well inside the sender's 5 s.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Grace period for in-flight requests on SIGTERM."
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS when set.")
+    tls_key: Path | None = Field(None, description="PEM private key for `tls_cert`.")
+    uvloop: bool = Field(True, description="Run the event loop on uvloop.")
+
+    # --- Spool: where events go while Kafka is unreachable --------------------------
+    spool_dir: Path = Field(Path(".wapipe/spool"), description="Directory of the local spool.")
+    spool_max_bytes: int = Field(
+        1 << 30, ge=1 << 20, description="Spool size above which the ingester answers 503."
+    )
+    spool_segment_bytes: int = Field(
+        64 << 20, ge=1 << 16, description="Size at which the spool starts a new segment file."
+    )
+
+    # --- Who may post ---------------------------------------------------------------
+    authorization: SecretList = Field(
+        (),
+        description="Accepted `Authorization` header values, comma-separated "
+        "(e.g. `Bearer abc,Basic dXNlcjpwdw==`); several for rotation.",
+    )
+    oauth_clients: SecretList = Field(
+        (),
+        description="OAuth 2.0 clients as `client_id:client_secret`, comma-separated; "
+        "enables `POST /oauth/token`.",
+    )
+    oauth_token_ttl_seconds: int = Field(
+        3600, ge=60, le=86_400, description="Lifetime of the bearer tokens the ingester issues."
+    )
+    oauth_signing_key: SecretStr | None = Field(
+        None,
+        description="Key that signs issued tokens; share it between replicas. Default: derived "
+        "from the client secrets.",
+    )
+    webhook_secret: SecretList = Field(
+        (),
+        max_length=2,
+        description="HMAC-SHA256 secret(s) for `X-8x8-Signature`, comma-separated, at most two "
+        "(rotation). When set, every webhook must carry a valid signature.",
+    )
+    allowed_networks: NetworkList = Field(
+        (),
+        description="CIDRs allowed to post webhooks, comma-separated; `8x8` stands for 8x8's "
+        "published source addresses. Empty: all.",
+    )
+    trusted_proxies: NetworkList = Field(
+        (),
+        description="CIDRs of reverse proxies whose `X-Forwarded-For` is believed.",
+    )
+
+    # --- Logs -----------------------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log level written."
+    )
+    log_format: Literal["json", "console"] = Field(
+        "json", description="One JSON object per line, or human-readable console lines."
+    )
+
+    # --- The local broker (`wapipe kafka ...`, `make run`, tests) -----------------------
+    home: Path = Field(
+        Path(".wapipe"), description="State directory: Kafka jar cache, local broker data, logs."
+    )
+    local_kafka_port: int = Field(9092, ge=1, le=65535, description="Local broker client port.")
+    local_kafka_controller_port: int = Field(
+        9093, ge=1, le=65535, description="Local broker KRaft controller port."
+    )
+    local_kafka_heap: str = Field(
+        "512m", pattern=r"^\d+[kmgKMG]$", description="JVM heap of the local broker (-Xmx)."
+    )
+
+    @field_validator("authorization", "oauth_clients", "webhook_secret", mode="before")
+    @classmethod
+    def _split_secret_lists(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("allowed_networks", "trusted_proxies", mode="before")
+    @classmethod
+    def _parse_network_lists(cls, value: Any) -> Any:
+        return _parse_networks(value)
+
+    @field_validator("authorization")
+    @classmethod
+    def _check_authorization(cls, values: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for value in values:
+            scheme = value.get_secret_value().split(" ", 1)[0].lower()
+            if scheme not in ("basic", "bearer") or " " not in value.get_secret_value():
+                raise ValueError("each value must look like `Basic <b64>` or `Bearer <token>`")
+        return values
+
+    @field_validator("oauth_clients")
+    @classmethod
+    def _check_oauth_clients(cls, values: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for value in values:
+            client_id, _, secret = value.get_secret_value().partition(":")
+            if not client_id or not secret:
+                raise ValueError("each client must be `client_id:client_secret`")
+        return values
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("WAPIPE_TLS_CERT and WAPIPE_TLS_KEY must be set together")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        if self.topic_min_insync_replicas > self.topic_replication:
+            raise ValueError(
+                "WAPIPE_TOPIC_MIN_INSYNC_REPLICAS cannot exceed WAPIPE_TOPIC_REPLICATION"
+            )
+        if self.spool_segment_bytes > self.spool_max_bytes:
+            raise ValueError("WAPIPE_SPOOL_SEGMENT_BYTES cannot exceed WAPIPE_SPOOL_MAX_BYTES")
+        if self.local_kafka_port == self.local_kafka_controller_port:
+            raise ValueError("the local broker's client and controller ports must differ")
+        return self
+
+    @property
+    def oauth_client_secrets(self) -> dict[str, str]:
+        """Configured OAuth clients: client id -> secret."""
+        pairs = (value.get_secret_value().partition(":") for value in self.oauth_clients)
+        return {client_id: secret for client_id, _, secret in pairs}
+
+    @property
+    def bootstrap_is_explicit(self) -> bool:
+        """True when WAPIPE_KAFKA_BOOTSTRAP was set, i.e. someone else runs the broker."""
+        return "kafka_bootstrap" in self.model_fields_set
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Read and validate the environment; raise `SettingsError` with a clear message."""
+        try:
+            return cls(**overrides)
+        except ValidationError as error:
+            raise SettingsError(describe_validation_error(error)) from None
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the variable and what is wrong."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"] if isinstance(part, str))
+        variable = f"WAPIPE_{field.upper()}" if field else "settings"
+        lines.append(f"{variable}: {problem['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def environment_variables() -> dict[str, str]:
+    """Every setting's environment variable and its description (for docs and tests)."""
+    return {
+        f"WAPIPE_{name.upper()}": field.description or ""
+        for name, field in Settings.model_fields.items()
+    }

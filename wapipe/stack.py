@@ -1,0 +1,92 @@
+"""`wapipe run`: the whole local pipeline in the foreground, stopped by one Ctrl-C.
+
+Starts the local broker (unless WAPIPE_KAFKA_BOOTSTRAP names one), creates the
+topics, then runs each service as a child process sharing this terminal: their
+JSON log lines interleave on stderr. SIGINT or SIGTERM stops the children
+(SIGTERM, so each stops gracefully), then the broker if this command started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from wapipe.local_kafka import LocalBroker, LocalKafkaError
+from wapipe.settings import Settings
+from wapipe.topics import create_topics
+
+# Each service is `wapipe <args>`; the processors join this list with their issue.
+SERVICES: dict[str, list[str]] = {"ingest": ["ingest"]}
+_STOP_GRACE_SECONDS = 30.0
+
+
+def run_stack(settings: Settings) -> int:
+    broker: LocalBroker | None = None
+    environment = dict(os.environ)
+    if not settings.bootstrap_is_explicit:
+        broker = LocalBroker.from_settings(settings)
+        print(f"wapipe run: starting local Kafka on {broker.bootstrap} ...", file=sys.stderr)
+        try:
+            broker.up()
+        except LocalKafkaError as error:
+            print(f"wapipe run: {error}", file=sys.stderr)
+            return 1
+        environment["WAPIPE_KAFKA_BOOTSTRAP"] = broker.bootstrap
+        settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    try:
+        for report in asyncio.run(create_topics(settings)):
+            if report.created:
+                print(f"wapipe run: created topic {report.name}", file=sys.stderr)
+        return _supervise(environment)
+    finally:
+        if broker is not None:
+            print("wapipe run: stopping local Kafka", file=sys.stderr)
+            broker.down()
+
+
+def _supervise(environment: dict[str, str]) -> int:
+    stop_requested = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    children = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "wapipe", *args],
+            env=environment,
+            # Own process group: the terminal's Ctrl-C reaches only us, and we
+            # stop the children in order.
+            start_new_session=True,
+        )
+        for name, args in SERVICES.items()
+    }
+    print(f"wapipe run: started {', '.join(children)}; Ctrl-C stops everything", file=sys.stderr)
+    status = 0
+    try:
+        while not stop_requested:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    print(f"wapipe run: {name} exited with {child.returncode}", file=sys.stderr)
+                    status = 1
+                    stop_requested = True
+            time.sleep(0.2)
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        for child in children.values():
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return status

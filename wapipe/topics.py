@@ -1,0 +1,151 @@
+"""Every Kafka topic of the contract, defined in one place.
+
+`wapipe topics create`, the tests, docker-compose's topic step and the
+Kubernetes KafkaTopic resources all follow `TOPICS`: partitions and
+replication come from the settings, cleanup policy and retention from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from wapipe.settings import Settings
+
+DAY_MS = 24 * 3600 * 1000
+
+
+class CleanupPolicy(StrEnum):
+    DELETE = "delete"
+    COMPACT = "compact"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: its name after the prefix, what keys it, and how long it keeps records."""
+
+    suffix: str
+    key: str
+    description: str
+    cleanup_policy: CleanupPolicy = CleanupPolicy.DELETE
+    retention_days: int | None = 7
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}.{self.suffix}"
+
+    def configs(self, settings: Settings) -> dict[str, str]:
+        configs = {
+            "cleanup.policy": self.cleanup_policy.value,
+            "min.insync.replicas": str(settings.topic_min_insync_replicas),
+        }
+        if self.retention_days is not None:
+            configs["retention.ms"] = str(self.retention_days * DAY_MS)
+        return configs
+
+
+# Raw webhooks are kept 14 days: longer than any sender re-send from 8x8's portal
+# and long enough to replay a processor's whole input after a bug fix.
+RAW = TopicSpec(
+    "webhooks.raw",
+    "umid, eventId, another id, or body hash",
+    "webhook bodies byte for byte",
+    retention_days=14,
+)
+INBOUND = TopicSpec("inbound", "umid", "normalized inbound messages")
+STATUS = TopicSpec("status", "umid", "normalized delivery receipts")
+TEMPLATE = TopicSpec("template", "templateId", "normalized template events")
+PHONE = TopicSpec("phone", "displayPhoneNumber", "normalized phone-number events")
+ACCOUNT = TopicSpec("account", "businessAccountId", "normalized account and user-id events")
+MESSAGE_STATE = TopicSpec(
+    "message_state",
+    "umid",
+    "latest funnel state of one outbound message",
+    cleanup_policy=CleanupPolicy.COMPACT,
+    retention_days=None,
+)
+FUNNEL = TopicSpec(
+    "funnel", "subAccountId", "windowed delivery-funnel aggregates", retention_days=30
+)
+TEMPLATE_STATE = TopicSpec(
+    "template_state",
+    "templateId",
+    "latest state of one template",
+    cleanup_policy=CleanupPolicy.COMPACT,
+    retention_days=None,
+)
+PHONE_STATE = TopicSpec(
+    "phone_state",
+    "displayPhoneNumber",
+    "latest tier and quality of one number",
+    cleanup_policy=CleanupPolicy.COMPACT,
+    retention_days=None,
+)
+ALERTS = TopicSpec("alerts", "subject id", "alerts for people and automation", retention_days=30)
+DEADLETTER = TopicSpec(
+    "deadletter",
+    "as received",
+    "what could not be processed, with the reason",
+    retention_days=30,
+)
+
+TOPICS: tuple[TopicSpec, ...] = (
+    RAW, INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT,
+    MESSAGE_STATE, FUNNEL, TEMPLATE_STATE, PHONE_STATE, ALERTS, DEADLETTER,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TopicReport:
+    name: str
+    created: bool
+    problem: str | None = None
+
+
+async def create_topics(
+    settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS
+) -> list[TopicReport]:
+    """Create the missing topics; report (not change) existing ones that differ.
+
+    Idempotent: safe to run on every start, and concurrently from several hosts.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="wapipe-topics"
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = {spec.name(settings.topic_prefix): spec for spec in specs}
+        missing = [
+            NewTopic(
+                name=name,
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication,
+                topic_configs=spec.configs(settings),
+            )
+            for name, spec in wanted.items()
+            if name not in existing
+        ]
+        created: set[str] = set()
+        if missing:
+            response = await admin.create_topics(missing)
+            for name, code, *_ in response.topic_errors:
+                if code == 0:
+                    created.add(name)
+                elif code != TopicAlreadyExistsError.errno:
+                    raise RuntimeError(f"creating topic {name} failed with Kafka error {code}")
+        reports = []
+        present = [name for name in wanted if name in existing]
+        described = await admin.describe_topics(present) if present else []
+        partitions = {topic["topic"]: len(topic["partitions"]) for topic in described}
+        for name in wanted:
+            problem = None
+            count = partitions.get(name)
+            if count is not None and count != settings.topic_partitions:
+                problem = f"has {count} partitions, settings say {settings.topic_partitions}"
+            reports.append(TopicReport(name=name, created=name in created, problem=problem))
+        return reports
+    finally:
+        await admin.close()
