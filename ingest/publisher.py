@@ -28,6 +28,7 @@ from wapipe.settings import Settings
 log = get_logger(__name__)
 
 _CONNECT_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0)
+_FIRST_CONNECT_WAIT_SECONDS = 5.0
 _DRAIN_ACK_TIMEOUT_SECONDS = 30.0
 _HEADROOM_BYTES = 64 << 10  # room for headers and batch overhead above the largest body
 
@@ -54,15 +55,21 @@ class Publisher:
         self._kafka_ok = False
         self._problem = "not connected to Kafka yet"
         self._wake = asyncio.Event()
+        self._first_attempt = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
+        """Open the spool and connect; serve at once if Kafka is slow to answer."""
         self.spool.open()
         self._tasks = [
             asyncio.create_task(self._connect(), name="kafka-connect"),
             asyncio.create_task(self._drain(), name="spool-drain"),
         ]
+        # Let the first connection attempt finish, so that a normal start publishes
+        # from the first request; while Kafka does not answer, requests are spooled.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_attempt.wait(), _FIRST_CONNECT_WAIT_SECONDS)
 
     async def stop(self) -> None:
         """Flush what the producer holds; leave the spool's contents for the next run."""
@@ -143,7 +150,11 @@ class Publisher:
             try:
                 await producer.start()
                 await asyncio.wait_for(producer.partitions_for(self.topic), 10)
+            except asyncio.CancelledError:
+                await producer.stop()
+                raise
             except (KafkaError, OSError, TimeoutError) as error:
+                self._first_attempt.set()
                 with contextlib.suppress(Exception):
                     await producer.stop()
                 self._problem = f"cannot reach Kafka at {self._settings.kafka_bootstrap}: {error}"
@@ -154,6 +165,7 @@ class Publisher:
                 await asyncio.sleep(delay)
                 continue
             self._producer = producer
+            self._first_attempt.set()
             log.info("kafka producer started", bootstrap=self._settings.kafka_bootstrap,
                      topic=self.topic)  # fmt: skip
             if self.spool.empty:
