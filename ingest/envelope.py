@@ -46,7 +46,9 @@ _FALLBACK_ID_PATHS: tuple[tuple[str, ...], ...] = (
 def event_type_label(body: dict[str, Any]) -> str:
     """The body's `eventType` if we know it, else `unknown` (keeps metric labels bounded)."""
     event_type = body.get("eventType")
-    return event_type if event_type in KNOWN_EVENT_TYPES else UNKNOWN_EVENT_TYPE
+    if isinstance(event_type, str) and event_type in KNOWN_EVENT_TYPES:
+        return event_type
+    return UNKNOWN_EVENT_TYPE
 
 
 def record_key(body: dict[str, Any], raw: bytes) -> bytes:

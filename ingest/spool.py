@@ -147,7 +147,9 @@ class Spool:
         }
         self._disk_bytes = sum(self._sizes.values())
         self._cursor = self._load_cursor()
-        self._active_index = max(self._sizes, default=0)
+        # New segments go after every existing one and after the cursor: a spool
+        # drained to the end has no files left but a cursor pointing past them.
+        self._active_index = max(max(self._sizes, default=0), self._cursor.segment - 1)
         records, oldest = 0, None
         for record_time in self._record_times(self._cursor):
             records += 1
@@ -198,15 +200,18 @@ class Spool:
     async def _flush(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
-            self._queued_bytes -= sum(len(frame) for frame, _, _ in batch)
+            batch_bytes = sum(len(frame) for frame, _, _ in batch)
             try:
                 await self._run(self._write_sync, [frame for frame, _, _ in batch])
             except OSError as error:
+                self._queued_bytes -= batch_bytes
                 log.error("spool write failed", error=str(error), records=len(batch))
                 for _, _, done in batch:
                     if not done.done():
                         done.set_exception(error)
                 continue
+            # Counted as queued until now, so `append` never sees these bytes nowhere.
+            self._queued_bytes -= batch_bytes
             self.records += len(batch)
             if self.oldest_received_at_ms is None:
                 self.oldest_received_at_ms = batch[0][1]
@@ -281,11 +286,12 @@ class Spool:
         for segment in [index for index in self._sizes if index < position.segment]:
             self._delete_segment(segment)
         self.records = max(0, self.records - drained)
-        # Drained to the end of the segment being written: start afresh, reclaim it.
-        at_end = self._sizes.get(position.segment) == position.offset
-        if self._active is not None and position.segment == self._active_index and at_end:
-            self._active.close()
-            self._active = None
+        # Drained to the end of a segment: reclaim it now, also the one being
+        # written (the next append starts a fresh segment).
+        if self._sizes.get(position.segment) == position.offset:
+            if self._active is not None and position.segment == self._active_index:
+                self._active.close()
+                self._active = None
             self._delete_segment(position.segment)
             self._cursor = Position(position.segment + 1, 0)
         self._store_cursor()

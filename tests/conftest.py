@@ -61,6 +61,12 @@ def local_broker(tmp_path: Path) -> Iterator[Callable[[], LocalBroker]]:
         broker.down()
 
 
+@pytest.fixture
+def unused_port() -> Callable[[], int]:
+    """A function that returns a loopback TCP port nothing listens on."""
+    return free_port
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No developer's WAPIPE_* variable leaks into a test's Settings."""

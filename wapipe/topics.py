@@ -7,6 +7,7 @@ replication come from the settings, cleanup policy and retention from here.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -136,10 +137,10 @@ async def create_topics(
                     created.add(name)
                 elif code != TopicAlreadyExistsError.errno:
                     raise RuntimeError(f"creating topic {name} failed with Kafka error {code}")
+        # Describe all we did not create now: also those another creator made
+        # between our listing and our request ("already exists" above).
+        partitions = await _partition_counts(admin, [n for n in wanted if n not in created])
         reports = []
-        present = [name for name in wanted if name in existing]
-        described = await admin.describe_topics(present) if present else []
-        partitions = {topic["topic"]: len(topic["partitions"]) for topic in described}
         for name in wanted:
             problem = None
             count = partitions.get(name)
@@ -149,3 +150,21 @@ async def create_topics(
         return reports
     finally:
         await admin.close()
+
+
+async def _partition_counts(
+    admin: AIOKafkaAdminClient, names: list[str], timeout: float = 10.0
+) -> dict[str, int]:
+    """Partitions of each topic; waits for topics so new that metadata lags behind."""
+    counts: dict[str, int] = {}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while names:
+        for topic in await admin.describe_topics(names):
+            if topic["error_code"] == 0 and topic["partitions"]:
+                counts[topic["topic"]] = len(topic["partitions"])
+        names = [name for name in names if name not in counts]
+        if names and asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"Kafka does not describe the topics {names} (error in metadata)")
+        if names:
+            await asyncio.sleep(0.2)
+    return counts

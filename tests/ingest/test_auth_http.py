@@ -107,9 +107,10 @@ async def test_oauth_client_credentials_flow(kafka_settings, start_ingester, rea
 )  # fmt: skip
 async def test_oauth_token_refusals(kafka_settings, start_ingester, form, headers, status, error):
     settings = kafka_settings.model_copy(update={"oauth_clients": (_secret("sender-8x8:s3cret"),)})
-    async with start_ingester(settings) as ingester, ingester.session.post(
-        ingester.url("/oauth/token"), data=form, headers=headers
-    ) as response:
+    async with (
+        start_ingester(settings) as ingester,
+        ingester.session.post(ingester.url("/oauth/token"), data=form, headers=headers) as response,
+    ):
         assert response.status == status
         assert (await response.json())["error"] == error
 

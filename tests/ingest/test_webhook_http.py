@@ -161,9 +161,12 @@ async def test_health_readiness_and_metrics_endpoints(kafka_settings, start_inge
 
 
 async def test_token_route_absent_without_oauth_clients(kafka_settings, start_ingester):
-    async with start_ingester(kafka_settings) as ingester, ingester.session.post(
-        ingester.url("/oauth/token"), data={"grant_type": "client_credentials"}
-    ) as response:
+    async with (
+        start_ingester(kafka_settings) as ingester,
+        ingester.session.post(
+            ingester.url("/oauth/token"), data={"grant_type": "client_credentials"}
+        ) as response,
+    ):
         assert response.status in (404, 405)
 
 
