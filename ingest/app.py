@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import orjson
 from aiohttp import BasicAuth, web
@@ -130,8 +129,7 @@ class _Handlers:
         else:
             response = web.Response(body=_ACCEPTED_BODY, content_type="application/json")
             outcome = durability.value
-        self._metrics.requests.labels(event_type, outcome).inc()
-        self._metrics.request_duration.labels(outcome).observe(time.perf_counter() - started)
+        self._metrics.observe_request(event_type, outcome, time.perf_counter() - started)
         return response
 
     async def _accept(self, request: web.Request) -> tuple[str, Durability]:
@@ -264,6 +262,5 @@ def _oauth_error(status: int, error: str, description: str, **headers: str) -> w
 
 
 def _iso_ms(epoch_ms: int) -> str:
-    return (
-        datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-    )
+    seconds, millis = divmod(epoch_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"

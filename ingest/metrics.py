@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 # The `*_created` companion series double the exposition for no dashboard's use.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Latency buckets from 0.5 ms to the sender's 5 s timeout.
 _LATENCY_BUCKETS = (
@@ -18,6 +20,7 @@ class IngestMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.requests = Counter(
             "wapipe_ingest_requests",
             "Webhook requests by event type and outcome (published, spooled, or the refusal).",
@@ -79,3 +82,15 @@ class IngestMetrics:
             "Events moved from the spool to Kafka.",
             registry=registry,
         )
+
+    def observe_request(self, event_type: str, outcome: str, seconds: float) -> None:
+        """Count one answered webhook request (label children cached: this is per request)."""
+        children = self._request_children.get((event_type, outcome))
+        if children is None:
+            children = (
+                self.requests.labels(event_type, outcome),
+                self.request_duration.labels(outcome),
+            )
+            self._request_children[(event_type, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)

@@ -94,7 +94,13 @@ class Publisher:
         if self._kafka_ok and self._producer is not None:
             started = time.perf_counter()
             try:
-                await asyncio.wait_for(self._send(self._producer, record), self._budget)
+                # A timeout cancels only our wait: the batch holding the record still
+                # goes out, so a late acknowledgement leaves a duplicate, never a loss.
+                async with asyncio.timeout(self._budget):
+                    delivery = await self._producer.send(
+                        self.topic, value=record.value, key=record.key, headers=list(record.headers)
+                    )
+                    await delivery
             except TimeoutError:
                 self._metrics.producer_errors.labels("timeout").inc()
                 self._mark_unavailable(f"no acknowledgement within {self._budget:.2f} s")
@@ -107,14 +113,6 @@ class Publisher:
         await self.spool.append(record)
         self._wake.set()
         return Durability.SPOOLED
-
-    async def _send(self, producer: AIOKafkaProducer, record: SpooledRecord) -> None:
-        delivery = await producer.send(
-            self.topic, value=record.value, key=record.key, headers=list(record.headers)
-        )
-        # If the budget runs out, the delivery goes on: let it, and see its result.
-        delivery.add_done_callback(_consume_result)
-        await asyncio.shield(delivery)
 
     def _mark_unavailable(self, problem: str) -> None:
         if self._kafka_ok:
@@ -214,8 +212,3 @@ class Publisher:
         with contextlib.suppress(TimeoutError):
             if await asyncio.wait_for(producer.client.force_metadata_update(), 5.0):
                 self._mark_available()
-
-
-def _consume_result(delivery: asyncio.Future[object]) -> None:
-    if not delivery.cancelled():
-        delivery.exception()

@@ -93,9 +93,13 @@ def _parser() -> argparse.ArgumentParser:
         "Ctrl-C stops everything this command started.",
     ).set_defaults(handler=_run)
 
-    commands.add_parser(
+    config = commands.add_parser(
         "config", help="print every setting, its environment variable and its current value"
-    ).set_defaults(handler=_config)
+    )
+    config.add_argument(
+        "--markdown", action="store_true", help="print the README's table of settings instead"
+    )
+    config.set_defaults(handler=_config)
     return parser
 
 
@@ -170,8 +174,14 @@ def _run(settings: Settings, _: argparse.Namespace) -> int:
     return run_stack(settings)
 
 
-def _config(settings: Settings, _: argparse.Namespace) -> int:
+def _config(settings: Settings, arguments: argparse.Namespace) -> int:
     descriptions = environment_variables()
+    if arguments.markdown:
+        print("| variable | default | meaning |\n|---|---|---|")
+        for name, field in Settings.model_fields.items():
+            default = _show(field.default)
+            print(f"| `WAPIPE_{name.upper()}` | `{default}` | {field.description} |")
+        return 0
     for name, value in settings.model_dump().items():
         variable = f"WAPIPE_{name.upper()}"
         print(f"{variable} = {_show(value)}")

@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         10.0, gt=0, le=300, description="Grace period for in-flight requests on SIGTERM."
     )
     tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS when set.")
-    tls_key: Path | None = Field(None, description="PEM private key for `tls_cert`.")
+    tls_key: Path | None = Field(None, description="PEM private key for WAPIPE_TLS_CERT.")
     uvloop: bool = Field(True, description="Run the event loop on uvloop.")
 
     # --- Spool: where events go while Kafka is unreachable --------------------------

@@ -17,6 +17,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from wapipe.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
+_DESCRIBE_TIMEOUT_SECONDS = 10.0
 
 
 class CleanupPolicy(StrEnum):
@@ -152,12 +153,10 @@ async def create_topics(
         await admin.close()
 
 
-async def _partition_counts(
-    admin: AIOKafkaAdminClient, names: list[str], timeout: float = 10.0
-) -> dict[str, int]:
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
     """Partitions of each topic; waits for topics so new that metadata lags behind."""
     counts: dict[str, int] = {}
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + _DESCRIBE_TIMEOUT_SECONDS
     while names:
         for topic in await admin.describe_topics(names):
             if topic["error_code"] == 0 and topic["partitions"]:

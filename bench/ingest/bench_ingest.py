@@ -121,7 +121,9 @@ def main() -> int:
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        sys.exit(f"{name} is not installed: `make bench-ingest` installs it (apt-get install {name})")
+        sys.exit(
+            f"{name} is not installed: `make bench-ingest` installs it (apt-get install {name})"
+        )
     return path
 
 
@@ -141,7 +143,7 @@ def _wait_ready(server: Server, timeout: float = 60) -> None:
     path = "/readyz" if "ingester" in server.name else "/webhooks/whatsapp"
     while time.monotonic() < deadline:
         try:
-            request = urllib.request.Request(  # noqa: S310 - loopback
+            request = urllib.request.Request(
                 f"http://127.0.0.1:{server.port}{path}",
                 data=None if path == "/readyz" else b"{}",
                 headers={"Content-Type": "application/json"},
@@ -172,8 +174,11 @@ def _throughput(wrk: str, servers: list[Server], arguments: argparse.Namespace) 
     for round_number in range(arguments.rounds):
         for server in servers:  # interleaved, so drift of the machine hits all alike
             summary = _wrk(wrk, server, arguments.seconds, arguments.connections)
-            print(f"round {round_number + 1} {server.name}: {summary['rps']:.0f} req/s, "
-                  f"p99 {summary['p99_us'] / 1000:.1f} ms, non-2xx {summary['non_2xx']}", flush=True)  # fmt: skip
+            print(
+                f"round {round_number + 1} {server.name}: {summary['rps']:.0f} req/s, "
+                f"p99 {summary['p99_us'] / 1000:.1f} ms, non-2xx {summary['non_2xx']}",
+                flush=True,
+            )
             runs[server.name].append(summary)
     return {
         name: {
@@ -210,8 +215,11 @@ def _fixed_rate(vegeta: str, server: Server, arguments: argparse.Namespace) -> d
         "p99_ms": figures["latencies"]["99th"] / 1e6,
         "success": figures["success"],
     }
-    print(f"{server.name} at {arguments.rate}/s: p50 {summary['p50_ms']:.2f} ms, "
-          f"p99 {summary['p99_ms']:.2f} ms, success {summary['success']:.4f}", flush=True)  # fmt: skip
+    print(
+        f"{server.name} at {arguments.rate}/s: p50 {summary['p50_ms']:.2f} ms, "
+        f"p99 {summary['p99_ms']:.2f} ms, success {summary['success']:.4f}",
+        flush=True,
+    )
     return summary
 
 

@@ -50,7 +50,7 @@ async def test_ingest_process_serves_and_stops_gracefully_on_sigterm(
     }
     log_path = tmp_path / "ingest.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: ASYNC220 - nothing else runs on this loop meanwhile
             [sys.executable, "-m", "wapipe", "ingest"], env=environment, stderr=log, stdout=log
         )
     base = f"http://127.0.0.1:{port}"
