@@ -235,10 +235,11 @@ class LocalBroker:
         )
 
     def _format_storage(self, java: str, classpath: str) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
+        # `--cluster-id=...` in one argument: an id may begin with "-".
         result = subprocess.run(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", cluster_id, "-c", str(self._properties)],
+             f"--cluster-id={cluster_id}", "-c", str(self._properties)],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         if result.returncode != 0:
@@ -272,6 +273,11 @@ class LocalBroker:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log written)"
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: a random UUID in URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def probe(bootstrap: str, timeout: float = 5.0) -> str | None:

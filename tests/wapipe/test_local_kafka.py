@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from wapipe import local_kafka
 from wapipe.local_kafka import LocalBroker, LocalKafkaError
 
 
@@ -79,3 +80,14 @@ def test_kafka_status_command_exits_1_when_not_running(tmp_path, unused_port):
     )  # fmt: skip
     assert result.returncode == 1
     assert "not running" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_cluster_id_beginning_with_a_dash_formats_and_starts(local_broker, monkeypatch):
+    # One random id in 32 starts with "-", which Kafka's argument parser once took
+    # for an option: the broker must start whatever the id.
+    monkeypatch.setattr(local_kafka, "new_cluster_id", lambda: "-AbCdEfGhIjKlMnOpQrStU")
+    broker = local_broker()
+    assert broker.up().answering
+    meta = (broker.directory / "data" / "meta.properties").read_text()
+    assert "cluster.id=-AbCdEfGhIjKlMnOpQrStU" in meta
