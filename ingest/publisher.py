@@ -17,9 +17,7 @@ import contextlib
 import time
 from enum import StrEnum
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-
+from ingest.kafka_producer import DeliveryProducer, ProducerError
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool, SpooledRecord
 from wapipe.logs import get_logger
@@ -51,7 +49,7 @@ class Publisher:
             max_bytes=settings.spool_max_bytes,
             segment_bytes=settings.spool_segment_bytes,
         )
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: DeliveryProducer | None = None
         self._kafka_ok = False
         self._problem = "not connected to Kafka yet"
         self._wake = asyncio.Event()
@@ -79,7 +77,10 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._producer is not None:
-            await self._producer.stop()  # sends and awaits what is buffered
+            left = await self._producer.stop(self._settings.shutdown_timeout_seconds)
+            if left:
+                # Those were answered 200 from the spool or are still in it.
+                log.warning("records not acknowledged at shutdown", records=left)
         await self.spool.close()
         log.info("publisher stopped", spool_records=self.spool.records)
 
@@ -97,16 +98,13 @@ class Publisher:
                 # A timeout cancels only our wait: the batch holding the record still
                 # goes out, so a late acknowledgement leaves a duplicate, never a loss.
                 async with asyncio.timeout(self._budget):
-                    delivery = await self._producer.send(
-                        self.topic, value=record.value, key=record.key, headers=list(record.headers)
-                    )
-                    await delivery
+                    await self._producer.send(self.topic, record.value, record.key, record.headers)
             except TimeoutError:
                 self._metrics.producer_errors.labels("timeout").inc()
                 self._mark_unavailable(f"no acknowledgement within {self._budget:.2f} s")
-            except KafkaError as error:
-                self._metrics.producer_errors.labels(type(error).__name__).inc()
-                self._mark_unavailable(f"{type(error).__name__}: {error}")
+            except ProducerError as error:
+                self._metrics.producer_errors.labels("kafka_error").inc()
+                self._mark_unavailable(str(error))
             else:
                 self._metrics.publish_duration.observe(time.perf_counter() - started)
                 return Durability.PUBLISHED
@@ -132,29 +130,20 @@ class Publisher:
         """Start the producer, retrying for as long as Kafka cannot be reached."""
         attempt = 0
         while True:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self._settings.kafka_bootstrap,
+            producer = DeliveryProducer(
+                self._settings.kafka_bootstrap,
                 client_id="wapipe-ingest",
-                acks="all",
-                enable_idempotence=True,
-                compression_type="lz4",
-                # Concurrent requests share a batch; 2 ms adds little to a request's
-                # latency and saves many small produce requests under load.
-                linger_ms=2,
-                max_batch_size=256 << 10,
-                max_request_size=self._settings.max_body_bytes + _HEADROOM_BYTES,
-                request_timeout_ms=int(_DRAIN_ACK_TIMEOUT_SECONDS * 1000),
+                max_message_bytes=self._settings.max_body_bytes + _HEADROOM_BYTES,
+                delivery_timeout_ms=int(_DRAIN_ACK_TIMEOUT_SECONDS * 1000),
             )
             try:
-                await producer.start()
-                await asyncio.wait_for(producer.partitions_for(self.topic), 10)
+                await producer.start(self.topic, seconds=10.0)
             except asyncio.CancelledError:
-                await producer.stop()
+                await producer.stop(seconds=0)
                 raise
-            except (KafkaError, OSError, TimeoutError) as error:
+            except ProducerError as error:
                 self._first_attempt.set()
-                with contextlib.suppress(Exception):
-                    await producer.stop()
+                await producer.stop(seconds=0)
                 self._problem = f"cannot reach Kafka at {self._settings.kafka_bootstrap}: {error}"
                 if attempt == 0:
                     log.warning("kafka not reachable; spooling until it is", problem=self._problem)
@@ -188,16 +177,13 @@ class Publisher:
             if not records:
                 await asyncio.sleep(0.05)
                 continue
+            producer = self._producer
+            deliveries = [producer.send(self.topic, r.value, r.key, r.headers) for r in records]
             try:
-                deliveries = [
-                    await self._producer.send(self.topic, value=r.value, key=r.key,
-                                              headers=list(r.headers))
-                    for r in records
-                ]  # fmt: skip
                 await asyncio.wait_for(asyncio.gather(*deliveries), _DRAIN_ACK_TIMEOUT_SECONDS)
-            except (KafkaError, TimeoutError) as error:
+            except (ProducerError, TimeoutError) as error:
                 failures += 1
-                self._mark_unavailable(f"draining the spool failed: {type(error).__name__}")
+                self._mark_unavailable(f"draining the spool failed: {error}")
                 delay = _CONNECT_BACKOFF_SECONDS[min(failures, len(_CONNECT_BACKOFF_SECONDS)) - 1]
                 await asyncio.sleep(delay)
                 continue
@@ -208,7 +194,6 @@ class Publisher:
                 log.info("spool drained")
             self._mark_available()
 
-    async def _probe(self, producer: AIOKafkaProducer) -> None:
-        with contextlib.suppress(TimeoutError):
-            if await asyncio.wait_for(producer.client.force_metadata_update(), 5.0):
-                self._mark_available()
+    async def _probe(self, producer: DeliveryProducer) -> None:
+        if await producer.reachable(seconds=5.0):
+            self._mark_available()

@@ -57,7 +57,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=15, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=2, help="wrk runs per server (median)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
-    parser.add_argument("--rate", type=int, default=5000, help="vegeta requests per second")
+    parser.add_argument(
+        "--rates", default="3000,4000,5000", help="vegeta requests per second, comma-separated"
+    )
     parser.add_argument("--rate-seconds", type=int, default=20, help="length of a vegeta run")
     arguments = parser.parse_args()
 
@@ -101,7 +103,12 @@ def main() -> int:
         for server in servers:
             _wait_ready(server)
         throughput = _throughput(wrk, servers, arguments)
-        fixed_rate = {server.name: _fixed_rate(vegeta, server, arguments) for server in servers}
+        rates = [int(rate) for rate in arguments.rates.split(",")]
+        fixed_rate = {
+            (server.name, rate): _fixed_rate(vegeta, server, rate, arguments.rate_seconds)
+            for rate in rates
+            for server in servers
+        }
     finally:
         for server in servers:
             if server.process is not None:
@@ -191,7 +198,7 @@ def _throughput(wrk: str, servers: list[Server], arguments: argparse.Namespace) 
     }
 
 
-def _fixed_rate(vegeta: str, server: Server, arguments: argparse.Namespace) -> dict[str, float]:
+def _fixed_rate(vegeta: str, server: Server, rate: int, seconds: int) -> dict[str, float]:
     targets = "\n".join(
         json.dumps({
             "method": "POST", "url": f"http://127.0.0.1:{server.port}/webhooks/whatsapp",
@@ -201,8 +208,8 @@ def _fixed_rate(vegeta: str, server: Server, arguments: argparse.Namespace) -> d
         for path in EXAMPLES
     )  # fmt: skip
     attack = subprocess.run(
-        [vegeta, "attack", "-format=json", f"-rate={arguments.rate}/s",
-         f"-duration={arguments.rate_seconds}s", "-timeout=5s", "-max-workers=512"],
+        [vegeta, "attack", "-format=json", f"-rate={rate}/s",
+         f"-duration={seconds}s", "-timeout=5s", "-max-workers=512"],
         input=targets.encode(), capture_output=True, check=True,
     )  # fmt: skip
     report = subprocess.run(
@@ -216,14 +223,16 @@ def _fixed_rate(vegeta: str, server: Server, arguments: argparse.Namespace) -> d
         "success": figures["success"],
     }
     print(
-        f"{server.name} at {arguments.rate}/s: p50 {summary['p50_ms']:.2f} ms, "
+        f"{server.name} at {rate}/s: p50 {summary['p50_ms']:.2f} ms, "
         f"p99 {summary['p99_ms']:.2f} ms, success {summary['success']:.4f}",
         flush=True,
     )
     return summary
 
 
-def _report(throughput: dict[str, dict], fixed: dict[str, dict], arguments) -> str:  # type: ignore[no-untyped-def]
+def _report(
+    throughput: dict[str, dict], fixed: dict[tuple[str, int], dict], arguments: argparse.Namespace
+) -> str:
     bare = "bare aiohttp handler"
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
                 .splitlines() if line.startswith("model name")), platform.processor())  # fmt: skip
@@ -244,14 +253,14 @@ def _report(throughput: dict[str, dict], fixed: dict[str, dict], arguments) -> s
         )
     lines += [
         "",
-        f"Fixed rate, vegeta at {arguments.rate} requests/s for {arguments.rate_seconds} s:",
+        f"Fixed rate, vegeta, {arguments.rate_seconds} s per rate and server:",
         "",
-        "| server | achieved/s | p50 ms | p99 ms | success |",
-        "|---|---:|---:|---:|---:|",
+        "| server | rate/s | achieved/s | p50 ms | p99 ms | success |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, figures in fixed.items():
+    for (name, rate), figures in fixed.items():
         lines.append(
-            f"| {name} | {figures['rate']:.0f} | {figures['p50_ms']:.2f} "
+            f"| {name} | {rate} | {figures['rate']:.0f} | {figures['p50_ms']:.2f} "
             f"| {figures['p99_ms']:.2f} | {figures['success']:.4f} |"
         )
     return "\n".join(lines) + "\n"

@@ -25,9 +25,9 @@ async def test_broker_killed_mid_stream_loses_nothing(
 ):
     broker = local_broker()
     await asyncio.to_thread(broker.up)
-    settings = settings_for(
-        kafka_bootstrap=broker.bootstrap, topic_partitions=3, publish_timeout_ms=500
-    )
+    # The default publish budget: on a brand-new cluster the idempotent producer's
+    # first send waits ~0.5 s for its producer id.
+    settings = settings_for(kafka_bootstrap=broker.bootstrap, topic_partitions=3)
     await create_topics(settings, (RAW,))
     before, during = [_body(n) for n in range(50)], [_body(n) for n in range(50, 150)]
 
