@@ -16,16 +16,22 @@ import structlog
 
 from wapipe.settings import Settings
 
-_SHARED_PROCESSORS: list[Any] = [
-    structlog.contextvars.merge_contextvars,
-    structlog.stdlib.add_log_level,
-    structlog.stdlib.add_logger_name,
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
-]
-
 
 def configure_logging(settings: Settings, *, service: str) -> None:
     """Route every log record of the process to stderr in the configured format."""
+
+    def add_service(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        # A processor, not a context variable: library threads log too.
+        event.setdefault("service", service)
+        return event
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        add_service,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if settings.log_format == "json"
@@ -33,7 +39,7 @@ def configure_logging(settings: Settings, *, service: str) -> None:
     )
     structlog.configure(
         processors=[
-            *_SHARED_PROCESSORS,
+            *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -41,7 +47,7 @@ def configure_logging(settings: Settings, *, service: str) -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_SHARED_PROCESSORS,
+        foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -55,7 +61,6 @@ def configure_logging(settings: Settings, *, service: str) -> None:
     root.setLevel(settings.log_level.upper())
     # aiohttp's access log is one line per request: too much at 5,000 requests/s.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    structlog.contextvars.bind_contextvars(service=service)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
