@@ -86,10 +86,16 @@ class Refusal(Exception):
     label) and a message for the sender."""
 
     def __init__(
-        self, status: int, error: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        error: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        event_type: str = "none",  # known once the body is parsed
     ) -> None:
         super().__init__(message)
         self.status, self.error, self.message, self.headers = status, error, message, headers
+        self.event_type = event_type
 
     def response(self) -> web.Response:
         return web.Response(
@@ -112,7 +118,6 @@ class _Handlers:
         publisher: Publisher,
         metrics: IngestMetrics,
     ) -> None:
-        self._settings = settings
         self._gate = gatekeeper
         self._tokens = tokens
         self._publisher = publisher
@@ -121,11 +126,10 @@ class _Handlers:
 
     async def webhook(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        event_type = "none"  # until the body is parsed
         try:
             event_type, durability = await self._accept(request)
         except Refusal as refusal:
-            response, outcome = refusal.response(), refusal.error
+            response, outcome, event_type = refusal.response(), refusal.error, refusal.event_type
         else:
             response = web.Response(body=_ACCEPTED_BODY, content_type="application/json")
             outcome = durability.value
@@ -186,7 +190,7 @@ class _Handlers:
         except (SpoolFullError, OSError) as error:
             log.error("event could not be made durable", error=str(error), event_type=event_type)
             raise Refusal(503, "unavailable", "the event could not be stored; retry later",
-                          {"Retry-After": "10"}) from None  # fmt: skip
+                          {"Retry-After": "10"}, event_type) from None  # fmt: skip
         self._metrics.received_bytes.inc(len(raw))
         return event_type, durability
 

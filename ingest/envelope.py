@@ -12,23 +12,8 @@ from typing import Any
 
 import schemas
 
-CHATAPPS_EVENT_TYPES = frozenset(
-    {"inbound_message_received", "outbound_message_status_changed", "external_app_message"}
-)
-ACCOUNT_EVENT_TYPES = frozenset(
-    {
-        "template_status_update",
-        "template_quality_update",
-        "template_category_update",
-        "template_correct_category_detection",
-        "phone_number_quality_update",
-        "account_update",
-        "whatsapp_user_id_update",
-        "whatsapp_contact",
-        "whatsapp_preference",
-    }
-)
-KNOWN_EVENT_TYPES = CHATAPPS_EVENT_TYPES | ACCOUNT_EVENT_TYPES
+# The webhook schema is the one list of event types we know.
+KNOWN_EVENT_TYPES = schemas.known_event_types()
 UNKNOWN_EVENT_TYPE = "unknown"
 
 # Where an id may sit when neither `payload.umid` nor `eventId` is there, most

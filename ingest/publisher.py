@@ -79,7 +79,7 @@ class Publisher:
         if self._producer is not None:
             left = await self._producer.stop(self._settings.shutdown_timeout_seconds)
             if left:
-                # Those were answered 200 from the spool or are still in it.
+                # Each of them was spooled when its request's wait ran out: none is lost.
                 log.warning("records not acknowledged at shutdown", records=left)
         await self.spool.close()
         log.info("publisher stopped", spool_records=self.spool.records)
@@ -147,9 +147,8 @@ class Publisher:
                 self._problem = f"cannot reach Kafka at {self._settings.kafka_bootstrap}: {error}"
                 if attempt == 0:
                     log.warning("kafka not reachable; spooling until it is", problem=self._problem)
-                delay = _CONNECT_BACKOFF_SECONDS[min(attempt, len(_CONNECT_BACKOFF_SECONDS) - 1)]
+                await asyncio.sleep(_backoff(attempt))
                 attempt += 1
-                await asyncio.sleep(delay)
                 continue
             self._producer = producer
             self._first_attempt.set()
@@ -180,12 +179,16 @@ class Publisher:
             producer = self._producer
             deliveries = [producer.send(self.topic, r.value, r.key, r.headers) for r in records]
             try:
-                await asyncio.wait_for(asyncio.gather(*deliveries), _DRAIN_ACK_TIMEOUT_SECONDS)
-            except (ProducerError, TimeoutError) as error:
+                results = await asyncio.wait_for(
+                    asyncio.gather(*deliveries, return_exceptions=True), _DRAIN_ACK_TIMEOUT_SECONDS
+                )
+                problem = next((r for r in results if isinstance(r, BaseException)), None)
+            except TimeoutError as error:
+                problem = error
+            if problem is not None:
+                self._mark_unavailable(f"draining the spool failed: {problem!r}")
+                await asyncio.sleep(_backoff(failures))
                 failures += 1
-                self._mark_unavailable(f"draining the spool failed: {error}")
-                delay = _CONNECT_BACKOFF_SECONDS[min(failures, len(_CONNECT_BACKOFF_SECONDS)) - 1]
-                await asyncio.sleep(delay)
                 continue
             failures = 0
             await self.spool.commit(position, len(records))
@@ -197,3 +200,7 @@ class Publisher:
     async def _probe(self, producer: DeliveryProducer) -> None:
         if await producer.reachable(seconds=5.0):
             self._mark_available()
+
+
+def _backoff(attempt: int) -> float:
+    return _CONNECT_BACKOFF_SECONDS[min(attempt, len(_CONNECT_BACKOFF_SECONDS) - 1)]

@@ -50,3 +50,9 @@ def _registry() -> jsonschema_rs.Registry:
 def validator(name: str) -> jsonschema_rs.Validator:
     """A compiled validator for schema `name`, resolving `$ref`s to the other files."""
     return jsonschema_rs.validator_for(load(name), registry=_registry())
+
+
+def known_event_types() -> frozenset[str]:
+    """The event types whose shape we know: the webhook schema's `eventType` values."""
+    values: list[str] = load("webhooks/webhook")["properties"]["eventType"]["enum"]
+    return frozenset(values)

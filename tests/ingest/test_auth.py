@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import time
 from typing import Any
 
@@ -42,13 +41,6 @@ EIGHT_BY_EIGHT = [
     "100.21.170.42",
     "52.10.10.63",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _no_wapipe_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("WAPIPE_"):
-            monkeypatch.delenv(name)
 
 
 def gatekeeper(**settings: Any) -> Gatekeeper:

@@ -103,3 +103,7 @@ async def test_full_spool_answers_503(kafka_settings, start_ingester, read_raw):
         assert set(statuses) == {200, 503}
         status, answer = await ingester.post(_body(99))
         assert (status, answer["error"]) == (503, "unavailable")
+        assert ingester.metric(
+            "wapipe_ingest_requests_total", event_type="outbound_message_status_changed",
+            outcome="unavailable",
+        ) == statuses.count(503) + 1  # fmt: skip

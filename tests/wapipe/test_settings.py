@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from pathlib import Path
 
@@ -30,13 +29,6 @@ EIGHT_BY_EIGHT = {
     "100.21.170.42",
     "52.10.10.63",
 }
-
-
-@pytest.fixture(autouse=True)
-def _no_wapipe_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("WAPIPE_"):
-            monkeypatch.delenv(name)
 
 
 def from_env(monkeypatch: pytest.MonkeyPatch, **variables: str) -> Settings:
