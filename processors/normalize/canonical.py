@@ -1,0 +1,95 @@
+"""One canonical form for the values that arrive in several: times, phones, countries, cases.
+
+8x8's bodies write the same thing differently: timestamps with 0 to 7
+fractional digits, `WhatsApp`/`whatsApp`/`whatsapp`, `Text`/`text`, msisdns with
+or without `+`, customers identified by a BSUID instead of a number. Everything
+downstream compares these, so they are written one way here, and only here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import phonenumbers
+
+# A BSUID is an ISO country code, a dot and an opaque id: `US.13491208655302741918`.
+_BSUID_SEPARATOR = "."
+
+
+class InvalidValue(ValueError):
+    """A value that cannot be put in canonical form; the message says which and why."""
+
+
+def parse_timestamp(value: object, field: str) -> datetime:
+    """An ISO 8601 timestamp of any fractional precision, as an aware UTC datetime."""
+    if not isinstance(value, str):
+        raise InvalidValue(f"{field}: expected an ISO 8601 timestamp, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidValue(f"{field}: {value!r} is not an ISO 8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise InvalidValue(f"{field}: {value!r} has no time zone (8x8 always sends UTC, `Z`)")
+    return parsed.astimezone(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC ISO 8601 with milliseconds: `2026-03-14T10:01:37.400Z`, the topics' one format."""
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch: the Kafka timestamp of the record about `moment`."""
+    return int(moment.timestamp() * 1000)
+
+
+def lower(value: object) -> str | None:
+    """Enumerated values (channel, state, type, detail) are compared and written lower-case."""
+    return value.strip().lower() if isinstance(value, str) and value.strip() else None
+
+
+def upper(value: object) -> str | None:
+    """Meta's own enumerations (template status, quality, tiers, phone events): upper-case."""
+    return value.strip().upper() if isinstance(value, str) and value.strip() else None
+
+
+def e164(msisdn: object) -> str | None:
+    """The msisdn in E.164 (`+` and digits), or None when it is not a phone number."""
+    if not isinstance(msisdn, str | int):
+        return None
+    text = str(msisdn).strip()
+    if not text:
+        return None
+    try:
+        number = phonenumbers.parse(text if text.startswith("+") else f"+{text}", None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def country_of(msisdn_e164: str | None, channel_user_id: object) -> str | None:
+    """ISO 3166 alpha-2 country of a customer: the msisdn's, else the BSUID's prefix.
+
+    A number that is possible but not assigned (e.g. fictional +1 555 ... numbers)
+    still tells its country by its calling code: we take the code's main country.
+    """
+    if msisdn_e164 is not None:
+        number = phonenumbers.parse(msisdn_e164, None)
+        region = phonenumbers.region_code_for_number(number)
+        if region in (None, "ZZ", "001") and number.country_code is not None:
+            region = phonenumbers.region_code_for_country_code(number.country_code)
+        if region not in (None, "ZZ", "001"):
+            return str(region)
+    if isinstance(channel_user_id, str) and _BSUID_SEPARATOR in channel_user_id:
+        prefix = channel_user_id.split(_BSUID_SEPARATOR, 1)[0]
+        if len(prefix) == 2 and prefix.isalpha() and prefix.isupper():
+            return prefix
+    return None
+
+
+def is_bsuid(channel_user_id: object) -> bool:
+    return country_of(None, channel_user_id) is not None
