@@ -1,0 +1,183 @@
+"""The funnel state of one outbound message, built from its receipts and replies.
+
+Receipts arrive late, out of order and repeated (read before delivered, a
+`delivered` weeks after `sent`, retries of everything). So the state is not
+advanced step by step; it is the *merge* of everything observed about the
+message, and `merge` is commutative, associative and idempotent:
+
+- the time a stage was reached is the earliest receipt that implies it (a
+  `read` implies `delivered` and `sent`; `delivered_to_operator` is not yet
+  delivered to the customer, so it implies only `sent`);
+- the state is the furthest stage reached (queued < sent < delivered < read),
+  or the failure state when a failure was reported and the customer's phone
+  never got the message;
+- a failure's state, detail and error fields come from the first failure by
+  time, ties broken by the values themselves (a total order);
+- descriptive fields (sub-account, msisdn, country, channel, template
+  category, pricing) take the value of the first observation, by time then
+  value, that has one.
+
+Hence any order and any repetition of the same observations give the same
+state: a duplicate or a late older receipt changes nothing it should not,
+which is what makes the funnel exact under retries and redelivery after a
+crash. tests/processors/funnel/test_state.py checks this with hypothesis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from enum import IntEnum
+
+FAILURE_STATES = frozenset({"rejected", "undelivered", "failed"})
+DELIVERED_TO_OPERATOR = "delivered_to_operator"
+
+
+class Stage(IntEnum):
+    """How far a message got towards the customer."""
+
+    NONE = 0
+    QUEUED = 1
+    SENT = 2
+    DELIVERED = 3
+    READ = 4
+
+
+_STAGE_OF_STATE = {
+    "queued": Stage.QUEUED,
+    "sent": Stage.SENT,
+    "delivered": Stage.DELIVERED,
+    "read": Stage.READ,
+}
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One receipt (or reply) about one message, reduced to what the funnel uses.
+
+    Timestamps are canonical ISO strings (`...T10:00:01.512Z`): they sort as times.
+    The field order is the tie-break order of merges: time first.
+    """
+
+    at: str
+    state: str  # a receipt's state, or "replied" for a customer's reply naming the umid
+    detail: str | None = None
+    error_code: int | None = None
+    provider_error_code: str | None = None
+    error_message: str | None = None
+    sub_account_id: str | None = None
+    msisdn: str | None = None
+    country: str | None = None
+    channel: str | None = None
+    template_category: str | None = None
+    pricing_category: str | None = None
+
+    def sort_key(self) -> tuple[tuple[bool, str], ...]:
+        """A total order: time first, then every field, None after any value."""
+        return tuple(
+            (value is None, "" if value is None else str(value))
+            for value in (getattr(self, f.name) for f in fields(self))
+        )
+
+    @property
+    def stage(self) -> Stage:
+        stage = _STAGE_OF_STATE.get(self.state, Stage.NONE)
+        if stage is Stage.DELIVERED and self.detail == DELIVERED_TO_OPERATOR:
+            return Stage.SENT
+        return stage
+
+
+@dataclass(frozen=True, order=True)
+class Attribute:
+    """A descriptive value and the time of the observation it came from."""
+
+    at: str
+    value: str
+
+
+@dataclass(frozen=True)
+class MessageState:
+    """What we know of one outbound message: the record of `whatsapp.message_state`."""
+
+    umid: str
+    queued_at: str | None = None
+    sent_at: str | None = None
+    delivered_at: str | None = None
+    read_at: str | None = None
+    replied_at: str | None = None
+    failure: Observation | None = None  # the first failure reported
+    furthest: Observation | None = None  # the first receipt at the furthest stage
+    # Descriptive: the first non-null value by (time, value) of the observations.
+    sub_account_id: Attribute | None = None
+    msisdn: Attribute | None = None
+    country: Attribute | None = None
+    channel: Attribute | None = None
+    template_category: Attribute | None = None
+    pricing_category: Attribute | None = None
+    last_event_at: str | None = None  # the latest observation: state lives 30 days past it
+
+    @property
+    def stage(self) -> Stage:
+        for stage, at in ((Stage.READ, self.read_at), (Stage.DELIVERED, self.delivered_at),
+                          (Stage.SENT, self.sent_at), (Stage.QUEUED, self.queued_at)):  # fmt: skip
+            if at is not None:
+                return stage
+        return Stage.NONE
+
+    @property
+    def state(self) -> str | None:
+        """The contract's `state`: the furthest stage, or the failure when the phone never
+        got the message."""
+        if self.failure is not None and self.stage < Stage.DELIVERED:
+            return self.failure.state
+        return None if self.stage is Stage.NONE else self.stage.name.lower()
+
+    @property
+    def detail(self) -> str | None:
+        if self.failure is not None and self.stage < Stage.DELIVERED:
+            return self.failure.detail
+        return self.furthest.detail if self.furthest is not None else None
+
+
+DESCRIPTIVE_FIELDS = ("sub_account_id", "msisdn", "country", "channel", "template_category",
+                      "pricing_category")  # fmt: skip
+
+
+def merge(state: MessageState, observation: Observation) -> MessageState:
+    """`state` with `observation` taken into account (commutative, associative, idempotent)."""
+    changes: dict[str, object] = {"last_event_at": _latest(state.last_event_at, observation.at)}
+    if observation.state == "replied":
+        changes["replied_at"] = _earliest(state.replied_at, observation.at)
+    elif observation.state in FAILURE_STATES:
+        changes["failure"] = _first_observation(state.failure, observation)
+    stage = observation.stage
+    for reached, field in ((Stage.QUEUED, "queued_at"), (Stage.SENT, "sent_at"),
+                           (Stage.DELIVERED, "delivered_at"), (Stage.READ, "read_at")):  # fmt: skip
+        if stage >= reached:
+            changes[field] = _earliest(getattr(state, field), observation.at)
+    if stage is not Stage.NONE:
+        current = state.furthest
+        if current is None or stage > current.stage:
+            changes["furthest"] = observation
+        elif stage == current.stage:
+            changes["furthest"] = _first_observation(current, observation)
+    for field in DESCRIPTIVE_FIELDS:
+        value = getattr(observation, field)
+        if value is not None:
+            attribute, current_attribute = Attribute(observation.at, value), getattr(state, field)
+            if current_attribute is None or attribute < current_attribute:
+                changes[field] = attribute
+    return replace(state, **changes)  # type: ignore[arg-type]
+
+
+def _earliest(current: str | None, candidate: str) -> str:
+    return candidate if current is None or candidate < current else current
+
+
+def _latest(current: str | None, candidate: str) -> str:
+    return candidate if current is None or candidate > current else current
+
+
+def _first_observation(current: Observation | None, candidate: Observation) -> Observation:
+    if current is None or candidate.sort_key() < current.sort_key():
+        return candidate
+    return current
