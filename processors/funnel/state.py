@@ -5,9 +5,11 @@ Receipts arrive late, out of order and repeated (read before delivered, a
 advanced step by step; it is the *merge* of everything observed about the
 message, and `merge` is commutative, associative and idempotent:
 
-- the time a stage was reached is the earliest receipt that implies it (a
-  `read` implies `delivered` and `sent`; `delivered_to_operator` is not yet
-  delivered to the customer, so it implies only `sent`);
+- the time of a stage (`queuedAt` ... `readAt`) is the earliest time by which
+  the message is known to have reached it: the earliest receipt that implies
+  it (a `read` implies `delivered`, `sent` and `queued`;
+  `delivered_to_operator` is not yet delivered to the customer, so it implies
+  only `sent`);
 - the state is the furthest stage reached (queued < sent < delivered < read),
   or the failure state when a failure was reported and the customer's phone
   never got the message;
@@ -28,7 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from enum import IntEnum
 
+from processors.normalize.records import InboundMessage, Receipt
+
 FAILURE_STATES = frozenset({"rejected", "undelivered", "failed"})
+REPLIED = "replied"  # the state of an observation that is a customer's reply
 DELIVERED_TO_OPERATOR = "delivered_to_operator"
 
 
@@ -145,7 +150,7 @@ DESCRIPTIVE_FIELDS = ("sub_account_id", "msisdn", "country", "channel", "templat
 def merge(state: MessageState, observation: Observation) -> MessageState:
     """`state` with `observation` taken into account (commutative, associative, idempotent)."""
     changes: dict[str, object] = {"last_event_at": _latest(state.last_event_at, observation.at)}
-    if observation.state == "replied":
+    if observation.state == REPLIED:
         changes["replied_at"] = _earliest(state.replied_at, observation.at)
     elif observation.state in FAILURE_STATES:
         changes["failure"] = _first_observation(state.failure, observation)
@@ -181,3 +186,63 @@ def _first_observation(current: Observation | None, candidate: Observation) -> O
     if current is None or candidate.sort_key() < current.sort_key():
         return candidate
     return current
+
+
+# --- from normalize's records, to the message_state topic ----------------------------------------
+def observe_receipt(receipt: Receipt) -> Observation:
+    """What the funnel takes from a normalized receipt (`whatsapp.status`)."""
+    return Observation(
+        at=receipt.occurred_at,
+        state=receipt.state,
+        detail=receipt.detail,
+        error_code=receipt.error_code,
+        provider_error_code=receipt.provider_error_code,
+        error_message=receipt.error_message,
+        sub_account_id=receipt.sub_account_id,
+        msisdn=receipt.msisdn,
+        country=receipt.country,
+        channel=receipt.channel,
+        template_category=receipt.template_category,
+        pricing_category=receipt.pricing_category,
+    )
+
+
+def observe_reply(message: InboundMessage) -> tuple[str, Observation] | None:
+    """The umid of our message a customer's message replies to, and the reply; None if
+    it replies to nothing (or is an echo of our own)."""
+    if message.reply_to_umid is None or message.echo:
+        return None
+    at = message.occurred_at or message.received_at
+    if at is None:
+        return None
+    return message.reply_to_umid, Observation(at=at, state=REPLIED)
+
+
+def message_state_value(state: MessageState) -> dict[str, object]:
+    """The record of `whatsapp.message_state` for `state` (camelCase, CONTRACT.md)."""
+    failure = state.failure
+    return {
+        "umid": state.umid,
+        "subAccountId": _value(state.sub_account_id),
+        "msisdn": _value(state.msisdn),
+        "country": _value(state.country),
+        "channel": _value(state.channel),
+        "state": state.state,
+        "detail": state.detail,
+        "queuedAt": state.queued_at,
+        "sentAt": state.sent_at,
+        "deliveredAt": state.delivered_at,
+        "readAt": state.read_at,
+        "failedAt": failure.at if failure else None,
+        "repliedAt": state.replied_at,
+        "errorCode": failure.error_code if failure else None,
+        "providerErrorCode": failure.provider_error_code if failure else None,
+        "errorMessage": failure.error_message if failure else None,
+        "pricingCategory": _value(state.pricing_category),
+        "templateCategory": _value(state.template_category),
+        "lastEventAt": state.last_event_at,
+    }
+
+
+def _value(attribute: Attribute | None) -> str | None:
+    return attribute.value if attribute is not None else None

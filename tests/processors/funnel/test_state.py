@@ -140,3 +140,31 @@ def test_the_state_never_moves_backwards(sequence):
         state = merge(state, observation)
         stages.append(state.stage)
     assert stages == sorted(stages)
+
+
+# --- from normalize's records to message_state -----------------------------------------------
+def test_a_receipt_story_from_the_examples_gives_the_contract_record():
+    import json
+    from pathlib import Path
+
+    from processors.funnel.state import message_state_value, observe_receipt, observe_reply
+    from processors.normalize.rules import normalize
+
+    examples = Path(__file__).resolve().parents[2] / "fixtures" / "examples"
+    receipts = [normalize((examples / name).read_bytes(), None).record
+                for name in ("status_read_mixed_case.json", "status_sent.json")]  # fmt: skip
+    reply = normalize((examples / "inbound_list_reply.json").read_bytes(), None).record
+    umid, replied = observe_reply(reply)
+    state = _fold([observe_receipt(r) for r in receipts] + [replied], umid=umid)
+    value = message_state_value(state)
+    assert value == {
+        "umid": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "subAccountId": "acme_wa_marketing",
+        "msisdn": "+6281234567890", "country": "ID", "channel": "whatsapp",
+        "state": "read", "detail": None, "queuedAt": "2026-03-14T10:00:01.512Z",
+        "sentAt": "2026-03-14T10:00:01.512Z", "deliveredAt": "2026-03-14T10:01:37.400Z",
+        "readAt": "2026-03-14T10:01:37.400Z", "failedAt": None,
+        "repliedAt": "2026-03-14T10:02:44.000Z", "errorCode": None, "providerErrorCode": None,
+        "errorMessage": None, "pricingCategory": None, "templateCategory": None,
+        "lastEventAt": "2026-03-14T10:02:44.000Z",
+    }  # fmt: skip
+    assert json.loads(json.dumps(value)) == value
