@@ -14,6 +14,7 @@ import phonenumbers
 
 # A BSUID is an ISO country code, a dot and an opaque id: `US.13491208655302741918`.
 _BSUID_SEPARATOR = "."
+_E164_MAX_DIGITS = 15
 
 
 class InvalidValue(ValueError):
@@ -30,13 +31,19 @@ def parse_timestamp(value: object, field: str) -> datetime:
         raise InvalidValue(f"{field}: {value!r} is not an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
         raise InvalidValue(f"{field}: {value!r} has no time zone (8x8 always sends UTC, `Z`)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidValue(f"{field}: {value!r} is out of range") from None
 
 
 def format_timestamp(moment: datetime) -> str:
     """UTC ISO 8601 with milliseconds: `2026-03-14T10:01:37.400Z`, the topics' one format."""
+    utc = moment.astimezone(UTC)
+    # Formatted by hand: strftime's %Y does not zero-pad years before 1000.
     return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
     )
 
 
@@ -46,8 +53,9 @@ def epoch_ms(moment: datetime) -> int:
 
 
 def lower(value: object) -> str | None:
-    """Enumerated values (channel, state, type, detail) are compared and written lower-case."""
-    return value.strip().lower() if isinstance(value, str) and value.strip() else None
+    """Enumerated values (channel, state, type, detail) are compared and written lower-case
+    (casefolded, as the schemas' case-insensitive matching compares them)."""
+    return value.strip().casefold() if isinstance(value, str) and value.strip() else None
 
 
 def upper(value: object) -> str | None:
@@ -68,7 +76,9 @@ def e164(msisdn: object) -> str | None:
         return None
     if not phonenumbers.is_possible_number(number):
         return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    # libphonenumber calls some longer numbers "possible"; E.164 allows 15 digits.
+    return formatted if len(formatted) <= _E164_MAX_DIGITS + 1 else None
 
 
 def country_of(msisdn_e164: str | None, channel_user_id: object) -> str | None:
@@ -86,7 +96,7 @@ def country_of(msisdn_e164: str | None, channel_user_id: object) -> str | None:
             return str(region)
     if isinstance(channel_user_id, str) and _BSUID_SEPARATOR in channel_user_id:
         prefix = channel_user_id.split(_BSUID_SEPARATOR, 1)[0]
-        if len(prefix) == 2 and prefix.isalpha() and prefix.isupper():
+        if len(prefix) == 2 and prefix.isascii() and prefix.isalpha() and prefix.isupper():
             return prefix
     return None
 

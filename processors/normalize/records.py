@@ -152,4 +152,5 @@ class DeadLetter:
     source_offset: int
     key: str | None
     received_at: str | None
-    original: str  # the raw body, byte for byte (UTF-8: the ingester only keeps JSON)
+    original: str  # the raw body, byte for byte: as text, or base64 (see original_encoding)
+    original_encoding: str  # "utf-8" (always, for what our ingester kept) or "base64"

@@ -17,6 +17,7 @@ re-spaces or re-orders the body is still recognised as the same event.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -129,8 +130,16 @@ def dead_letter(
         source_offset=source_offset,
         key=key.decode(errors="replace") if key is not None else None,
         received_at=received_at,
-        original=raw.decode(errors="surrogateescape"),
+        **_original(raw),
     )
+
+
+def _original(raw: bytes) -> dict[str, str]:
+    # UTF-8 text when it is (always, from our ingester); else base64, never lossy.
+    try:
+        return {"original": raw.decode("utf-8"), "original_encoding": "utf-8"}
+    except UnicodeDecodeError:
+        return {"original": base64.b64encode(raw).decode(), "original_encoding": "base64"}
 
 
 # --- message events --------------------------------------------------------------------
@@ -147,24 +156,24 @@ def _receipt(body: dict[str, Any], received_at: str | None) -> Normalized:
     template = _object(_object(payload.get("outboundContent")).get("template"))
     record = Receipt(
         umid=payload["umid"],
-        sub_account_id=payload.get("subAccountId"),
+        sub_account_id=_text(payload.get("subAccountId")),
         channel=canonical.lower(payload.get("channel")),
         state=state,
         detail=detail,
         occurred_at=canonical.format_timestamp(occurred),
         received_at=received_at,
         msisdn=msisdn,
-        channel_user_id=user.get("channelUserId"),
+        channel_user_id=_text(user.get("channelUserId")),
         country=canonical.country_of(msisdn, user.get("channelUserId")),
         error_code=_integer(status.get("errorCode")),
-        error_message=status.get("errorMessage"),
+        error_message=_text(status.get("errorMessage")),
         provider_error_code=_text(whatsapp.get("providerErrorCode")),
         pricing_category=canonical.lower(whatsapp.get("pricingCategory")),
-        template_name=template.get("name"),
-        template_language=template.get("language"),
+        template_name=_text(template.get("name")),
+        template_language=_text(template.get("language")),
         template_category=canonical.upper(template.get("category")),
-        batch_id=payload.get("batchId"),
-        client_message_id=payload.get("clientMessageId"),
+        batch_id=_text(payload.get("batchId")),
+        client_message_id=_text(payload.get("clientMessageId")),
         version=_integer(body.get("version")),
     )
     return Normalized(
@@ -188,25 +197,27 @@ def _inbound(
     content = payload.get("content")
     occurred = _optional_time(payload.get("timestamp"), "payload.timestamp")
     msisdn = canonical.e164(user.get("msisdn"))
-    umid = str(payload["umid"])
+    umid = _text(payload.get("umid"))
+    if umid is None:  # LINE's flat shape is checked loosely by its schema
+        raise canonical.InvalidValue("the message has no umid")
     record = InboundMessage(
         umid=umid,
         event_type=event_type,
         echo=event_type == "external_app_message",
-        sub_account_id=payload.get("subAccountId"),
+        sub_account_id=_text(payload.get("subAccountId")),
         channel=canonical.lower(recipient.get("channel") or payload.get("channel")),
         occurred_at=canonical.format_timestamp(occurred) if occurred else None,
         received_at=received_at,
         msisdn=msisdn,
-        channel_user_id=user.get("channelUserId"),
+        channel_user_id=_text(user.get("channelUserId")),
         country=canonical.country_of(msisdn, user.get("channelUserId")),
-        user_name=user.get("name"),
-        username=user.get("username"),
-        channel_id=recipient.get("channelId"),
+        user_name=_text(user.get("name")),
+        username=_text(user.get("username")),
+        channel_id=_text(recipient.get("channelId")),
         type=canonical.lower(payload.get("type")),
-        raw_type=payload.get("type"),
+        raw_type=_text(payload.get("type")),
         interactive_type=_text(_object(_object(content).get("interactive")).get("type")),
-        reply_to_umid=payload.get("replyToUmid") or None,
+        reply_to_umid=_text(payload.get("replyToUmid")),
         content=content if isinstance(content, dict) else None,
         version=_integer(body.get("version")),
     )
@@ -242,12 +253,12 @@ def _account_level(
             event_id=event_id,
             event_type=event_type,
             template_id=str(details["templateId"]),
-            template_name=details.get("templateName"),
-            template_language=details.get("templateLanguage"),
+            template_name=_text(details.get("templateName")),
+            template_language=_text(details.get("templateLanguage")),
             status=canonical.upper(meta.get("status")),
             reason=canonical.upper(meta.get("reason")),
             other_info_title=canonical.upper(other_info.get("title")),
-            other_info_description=other_info.get("description"),
+            other_info_description=_text(other_info.get("description")),
             disable_date=_text(_object(meta.get("disableInfo")).get("disableDate")),
             previous_quality=canonical.upper(meta.get("previousQualityScore")),
             new_quality=canonical.upper(meta.get("newQualityScore")),
@@ -304,12 +315,13 @@ def _text(value: object) -> str | None:
 
 
 def _integer(value: object) -> int | None:
+    """An integer that fits a signed 64-bit field (what JSON consumers can hold), or None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
     return None
 
 
