@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-
-# The `*_created` companion series double the exposition for no dashboard's use.
-disable_created_metrics()  # type: ignore[no-untyped-call]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Latency buckets from 0.5 ms to the sender's 5 s timeout.
 _LATENCY_BUCKETS = (

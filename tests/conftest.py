@@ -7,18 +7,29 @@ KRaft broker from the Maven Central jars (`wapipe.local_kafka`) on free ports.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from prometheus_client import CollectorRegistry
 
+from ingest.app import PUBLISHER, WEBHOOK_PATH, create_app
+from ingest.publisher import Publisher
 from wapipe.local_kafka import LocalBroker
 from wapipe.settings import Settings
-from wapipe.topics import create_topics
+from wapipe.topics import RAW, TopicSpec, create_topics
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "tests" / "fixtures" / "examples"
@@ -126,3 +137,109 @@ async def kafka_settings(kafka_bootstrap: str, settings_for: Any) -> AsyncIterat
     )
     await create_topics(settings)
     return settings
+
+
+@dataclass
+class RunningIngester:
+    app: web.Application
+    server: TestServer
+    session: aiohttp.ClientSession
+    registry: CollectorRegistry
+
+    @property
+    def publisher(self) -> Publisher:
+        return self.app[PUBLISHER]
+
+    def url(self, path: str = WEBHOOK_PATH) -> str:
+        return str(self.server.make_url(path))
+
+    async def post(
+        self, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, object]]:
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        async with self.session.post(self.url(), data=body, headers=all_headers) as response:
+            return response.status, await response.json(content_type=None)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+StartIngester = Callable[[Settings], AbstractAsyncContextManager[RunningIngester]]
+
+
+@pytest.fixture
+def start_ingester() -> StartIngester:
+    @asynccontextmanager
+    async def start(settings: Settings) -> AsyncIterator[RunningIngester]:
+        registry = CollectorRegistry()
+        app = create_app(settings, registry)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        session = aiohttp.ClientSession()
+        try:
+            yield RunningIngester(app, server, session, registry)
+        finally:
+            await session.close()
+            await server.close()
+
+    return start
+
+
+ReadTopic = Callable[..., Awaitable[list[ConsumerRecord]]]
+
+
+async def read_topic(
+    settings: Settings, spec: TopicSpec, count: int, timeout: float = 60.0
+) -> list[ConsumerRecord]:
+    """Read a topic from the start until `count` records arrived or `timeout` passed."""
+    consumer = AIOKafkaConsumer(
+        spec.name(settings.topic_prefix),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < count and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    assert len(records) >= count, (
+        f"only {len(records)} of {count} records reached "
+        f"{spec.name(settings.topic_prefix)} within {timeout:.0f} s"
+    )
+    return records
+
+
+@pytest.fixture
+def read_raw() -> ReadTopic:
+    """Read the raw topic from the start until `count` records arrived or `timeout` passed."""
+
+    async def read(settings: Settings, count: int, timeout: float = 60.0) -> list[ConsumerRecord]:
+        return await read_topic(settings, RAW, count, timeout)
+
+    return read
+
+
+@pytest.fixture
+def read_records() -> ReadTopic:
+    """Read any topic: `read_records(settings, spec, count, timeout)`."""
+    return read_topic
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def eventually() -> Callable[[Callable[[], bool], float, str], Awaitable[None]]:
+    return wait_for

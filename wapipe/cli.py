@@ -21,6 +21,7 @@ Typical local session:
   wapipe kafka up          start a single-node Kafka broker on this machine
   wapipe topics create     create every topic of the contract (idempotent)
   wapipe ingest            serve POST /webhooks/whatsapp on WAPIPE_INGEST_PORT
+  wapipe process normalize run one worker of a stream job
   wapipe run               all of the above, in the foreground, until Ctrl-C
 
 Settings come from WAPIPE_* environment variables: `wapipe config` lists them
@@ -85,11 +86,21 @@ def _parser() -> argparse.ArgumentParser:
         "on WAPIPE_INGEST_HOST:WAPIPE_INGEST_PORT until SIGTERM or SIGINT.",
     ).set_defaults(handler=_ingest)
 
+    process = commands.add_parser(
+        "process",
+        help="run one worker of a stream job (more workers of a job share its partitions)",
+        description="Run one faust worker of JOB until SIGTERM or SIGINT. Its /metrics and "
+        "/healthz are served on WAPIPE_PROCESSOR_WEB_HOST:WAPIPE_PROCESSOR_WEB_PORT.",
+    )
+    process.add_argument("job", choices=sorted(PROCESSOR_JOBS), help="the job to run")
+    process.set_defaults(handler=_process)
+
     commands.add_parser(
         "run",
-        help="start the local stack in the foreground: broker, topics, ingester",
+        help="start the local stack in the foreground: broker, topics, ingester, workers",
         description="Start a local broker (unless WAPIPE_KAFKA_BOOTSTRAP is set), create the "
-        "topics, start the ingester, and stay in the foreground with their logs; "
+        "topics, start the ingester and the processor workers, and stay in the foreground "
+        "with their logs; "
         "Ctrl-C stops everything this command started.",
     ).set_defaults(handler=_run)
 
@@ -165,6 +176,22 @@ def _ingest(settings: Settings, _: argparse.Namespace) -> int:
 
     configure_logging(settings, service="ingest")
     run(settings)
+    return 0
+
+
+# Each processor job: the module whose `create_app(settings)` builds its faust app.
+PROCESSOR_JOBS = {"normalize": "processors.normalize.app"}
+
+
+def _process(settings: Settings, arguments: argparse.Namespace) -> int:
+    import importlib
+
+    from processors import runtime
+    from wapipe.logs import configure_logging
+
+    configure_logging(settings, service=arguments.job)
+    module = importlib.import_module(PROCESSOR_JOBS[arguments.job])
+    runtime.run(module.create_app(settings), settings)
     return 0
 
 

@@ -154,6 +154,26 @@ class Settings(BaseSettings):
         description="CIDRs of reverse proxies whose `X-Forwarded-For` is believed.",
     )
 
+    # --- Processors (faust workers) --------------------------------------------------------
+    processor_web_host: str = Field(
+        "127.0.0.1",
+        description="Address of a processor worker's web server (/metrics); loopback unless "
+        "Prometheus scrapes it from elsewhere (then 0.0.0.0).",
+    )
+    processor_web_port: int = Field(
+        6066, ge=1, le=65535, description="Port of a processor worker's web server."
+    )
+    processor_batch_size: int = Field(
+        500, ge=1, le=100_000, description="Events a processor handles per batch at most."
+    )
+    dedupe_days: int = Field(
+        14,
+        ge=1,
+        le=90,
+        description="How long normalize remembers an event to drop its retries and manual "
+        "re-sends (8x8's portal re-sends failed deliveries hours or days later).",
+    )
+
     # --- Logs -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Least severe log level written."

@@ -1,8 +1,8 @@
 """`wapipe run`: the whole local pipeline in the foreground, stopped by one Ctrl-C.
 
 Starts the local broker (unless WAPIPE_KAFKA_BOOTSTRAP names one), creates the
-topics, then runs each service as a child process sharing this terminal: their
-JSON log lines interleave on stderr. SIGINT or SIGTERM stops the children
+topics, then runs each service (ingester, processors) as a child process sharing
+this terminal: their JSON log lines interleave on stderr. SIGINT or SIGTERM stops the children
 (SIGTERM, so each stops gracefully), then the broker if this command started it.
 """
 
@@ -19,8 +19,11 @@ from wapipe.local_kafka import LocalBroker, LocalKafkaError
 from wapipe.settings import Settings
 from wapipe.topics import create_topics
 
-# Each service is `wapipe <args>`; the processors join this list with their issue.
-SERVICES: dict[str, list[str]] = {"ingest": ["ingest"]}
+# Each service is `wapipe <args>`; more processors join this list with their issues.
+SERVICES: dict[str, list[str]] = {
+    "ingest": ["ingest"],
+    "normalize": ["process", "normalize"],
+}
 _STOP_GRACE_SECONDS = 30.0
 
 

@@ -1,0 +1,129 @@
+"""What every processor worker shares: its faust app's configuration, its metrics page,
+and how it runs.
+
+Each job is its own faust app, named `<topic prefix>.<job>`: its own consumer group
+(so jobs scale independently and two prefixes never share a group), its own
+changelog topics, its own state directory under WAPIPE_HOME/state/<prefix>.<job>.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import faust
+import faust.streams as faust_streams
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from wapipe.logs import configure_logging, get_logger
+from wapipe.settings import Settings
+
+# A worker killed with SIGKILL is noticed by the group after the session timeout;
+# a restarted one waits that long to get its partitions back. 10 s keeps a
+# restart under 15 s, while 3 s heartbeats tolerate a busy event loop.
+_SESSION_TIMEOUT_SECONDS = 10.0
+_HEARTBEAT_SECONDS = 3.0
+EXIT_BATCH_FAILED = 70  # EX_SOFTWARE
+
+log = get_logger(__name__)
+
+
+def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> faust.App:
+    app = faust.App(
+        f"{settings.topic_prefix}.{job}",
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+        # At least once, made exact downstream by construction: see the README,
+        # "Exact under crashes".
+        processing_guarantee="at_least_once",
+        store="rocksdb://",
+        datadir=str(state_directory(settings, job)),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        topic_allow_declare=True,  # the changelogs of the job's own tables
+        broker_session_timeout=_SESSION_TIMEOUT_SECONDS,
+        broker_heartbeat_interval=_HEARTBEAT_SECONDS,
+        producer_acks=-1,
+        web_host=settings.processor_web_host,
+        web_bind=settings.processor_web_host,
+        web_port=settings.processor_web_port,
+        web_enabled=True,
+    )
+
+    @app.page("/metrics")
+    async def metrics(web: Any, _request: Any) -> Any:
+        # The full Content-Type (with version and charset) goes in as a header:
+        # aiohttp refuses a charset inside `content_type`.
+        return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/healthz")
+    async def healthz(web: Any, _request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.task(on_leader=False)  # type: ignore[untyped-decorator]
+    async def use_our_logging() -> None:
+        # faust's worker installs its own log handlers at start; ours replace them,
+        # so the processors log JSON lines like the ingester.
+        configure_logging(settings, service=job)
+
+    return app
+
+
+@contextlib.asynccontextmanager
+async def exit_on_error(job: str) -> AsyncIterator[None]:
+    """End the process at once if handling a batch fails.
+
+    faust acks the events of a batch even when its handler raises (take_events'
+    `finally`), and its supervisor restarts the agent past them: those events would
+    be committed unprocessed, i.e. lost. Exiting before the ack keeps them
+    uncommitted, so the restarted worker handles them again. The rules turn bad
+    input into dead letters, not exceptions: what gets here is a bug or an outage,
+    and a crash loop is the honest signal for it.
+    """
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        log.critical("batch failed: exiting so that its events are not committed", job=job,
+                     exc_info=True)  # fmt: skip
+        logging.shutdown()
+        os._exit(EXIT_BATCH_FAILED)
+
+
+@contextlib.contextmanager
+def as_current_event(event: Any) -> Iterator[None]:
+    """Let table writes for `event` happen outside faust's own iteration.
+
+    A table write goes to the changelog partition of the event being processed,
+    which faust finds in a context variable it sets while iterating a stream.
+    Batches (`take_events`) write after iterating, so we set it per event. This
+    uses faust's private `_current_event` (faust-streaming is pinned exactly).
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
+
+
+def state_directory(settings: Settings, job: str) -> Path:
+    """Local state of one app: its tables' RocksDB files (a cache of their changelogs)."""
+    directory = (settings.home / "state" / f"{settings.topic_prefix}.{job}").resolve()
+    directory.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
+    return directory
+
+
+def run(app: faust.App, settings: Settings) -> None:
+    """Run one worker of `app` until SIGTERM/SIGINT (faust handles both gracefully)."""
+    # No stdout redirection: our JSON handler writes to the real stderr.
+    worker = faust.Worker(
+        app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False
+    )
+    worker.execute_from_commandline()
