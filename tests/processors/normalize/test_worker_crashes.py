@@ -1,0 +1,149 @@
+"""normalize SIGKILLed mid-stream, three times, and restarted: no event is lost.
+
+The design allows a duplicate on a typed topic for what was in flight at a kill
+(sent, acknowledged, not yet remembered); it does not allow a loss, nor letting
+the sender's retries through. Both are checked here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from wapipe import topics
+from wapipe.topics import create_topics
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+MESSAGES = 10_000  # 3 receipts each: 30,000 events
+RETRIES = 3_000  # sender retries mixed in: the same bodies again
+BATCH = 200
+KILLS_AT = (0.25, 0.50, 0.75)  # fractions of the output when each SIGKILL lands
+
+
+def _receipt(n: int) -> tuple[bytes, bytes, str]:
+    umid, state = f"m-{n // 3}", ("sent", "delivered", "read")[n % 3]
+    status = {"state": state, "timestamp": f"2026-03-14T10:{(n % 3) * 10:02d}:00.000Z"}
+    if state == "delivered":
+        status["detail"] = "delivered_to_recipient"
+    body = {"namespace": "ChatApps", "eventType": "outbound_message_status_changed",
+            "payload": {"umid": umid, "subAccountId": "acme", "channel": "whatsapp",
+                        "user": {"msisdn": "+6281234567890"}, "status": status}}  # fmt: skip
+    dedupe_key = f"status|{umid}|{state}|{status.get('detail', '')}"
+    return umid.encode(), orjson.dumps(body), dedupe_key
+
+
+async def _feed(settings, events: list[tuple[bytes, bytes, str]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        deliveries = [
+            await producer.send(topics.RAW.name(settings.topic_prefix), value, key=key)
+            for key, value, _ in events
+        ]
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
+
+
+def _start(settings, home: Path, port: int) -> subprocess.Popen[bytes]:
+    environment = {
+        **os.environ,
+        "WAPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "WAPIPE_TOPIC_PREFIX": settings.topic_prefix,
+        "WAPIPE_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "WAPIPE_HOME": str(home),
+        "WAPIPE_PROCESSOR_WEB_PORT": str(port),
+        "WAPIPE_PROCESSOR_BATCH_SIZE": str(BATCH),
+    }
+    log = (home / "normalize.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "wapipe", "process", "normalize"], env=environment,
+        stdout=log, stderr=log,
+    )  # fmt: skip
+
+
+async def test_sigkilled_three_times_loses_nothing_and_keeps_dropping_retries(
+    kafka_bootstrap, settings_for, unused_port, tmp_path
+):
+    settings = settings_for(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp",
+        topic_partitions=3,
+    )
+    await create_topics(settings)
+    events = [_receipt(n) for n in range(MESSAGES * 3)]
+    retries = [events[n] for n in range(0, len(events), len(events) // RETRIES)][:RETRIES]
+    await _feed(settings, events + retries)
+    expected = {dedupe_key for _, _, dedupe_key in events}
+
+    output = _Output(settings)
+    await output.start()
+    worker = _start(settings, tmp_path, unused_port())
+    kills = 0
+    try:
+        for fraction in KILLS_AT:
+            await output.wait_until(lambda f=fraction: len(output.distinct) >= f * len(expected),
+                                    worker, tmp_path, f"{fraction:.0%} of the events")  # fmt: skip
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            kills += 1
+            worker = _start(settings, tmp_path, unused_port())
+        await output.wait_until(lambda: expected <= output.distinct, worker, tmp_path,
+                                "every event after the last restart", timeout=240)  # fmt: skip
+    finally:
+        await output.stop()
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=60)
+    assert kills == len(KILLS_AT)
+
+    missing = expected - output.distinct
+    duplicates = sum(count - 1 for count in output.counts.values())
+    retried = sum(output.counts[key] > 1 for _, _, key in retries)
+    print(f"\nnormalize after {kills} SIGKILLs: {len(expected)} events, {len(missing)} missing, "
+          f"{duplicates} duplicated, {RETRIES} retries fed")  # fmt: skip
+    assert not missing, f"{len(missing)} events lost, e.g. {sorted(missing)[:5]}"
+    # A broken dedupe lets all 3,000 through; only what was in flight at a kill may pass.
+    assert retried < RETRIES // 2, f"{retried} of the sender's retries went through"
+
+
+class _Output:
+    """Follows the status topic, counting each dedupe key."""
+
+    def __init__(self, settings) -> None:
+        self.counts: Counter[str] = Counter()
+        self._consumer = AIOKafkaConsumer(
+            topics.STATUS.name(settings.topic_prefix), bootstrap_servers=settings.kafka_bootstrap,
+            auto_offset_reset="earliest", enable_auto_commit=False,
+        )  # fmt: skip
+
+    @property
+    def distinct(self) -> set[str]:
+        return set(self.counts)
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def wait_until(self, condition, worker, home: Path, what: str, timeout=120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert worker.poll() is None, (home / "normalize.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, f"did not reach {what} in {timeout:.0f} s"
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batches.values():
+                self.counts.update(dict(r.headers)["wapipe-dedupe-key"].decode() for r in records)
