@@ -180,7 +180,10 @@ def _ingest(settings: Settings, _: argparse.Namespace) -> int:
 
 
 # Each processor job: the module whose `create_app(settings)` builds its faust app.
-PROCESSOR_JOBS = {"normalize": "processors.normalize.app"}
+PROCESSOR_JOBS = {
+    "normalize": "processors.normalize.app",
+    "funnel": "processors.funnel.app",
+}
 
 
 def _process(settings: Settings, arguments: argparse.Namespace) -> int:

@@ -174,6 +174,14 @@ class Settings(BaseSettings):
         "re-sends (8x8's portal re-sends failed deliveries hours or days later).",
     )
 
+    message_state_days: int = Field(
+        35,
+        ge=30,
+        le=400,
+        description="How long the funnel keeps a message's state after its last event "
+        "(a delivery can follow `sent` by a 30-day time-to-live; reads come 10 days later).",
+    )
+
     # --- Logs -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Least severe log level written."

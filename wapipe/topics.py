@@ -93,9 +93,16 @@ DEADLETTER = TopicSpec(
     retention_days=30,
 )
 
+# Internal to the funnel: customers' replies re-keyed by the umid they answer, so
+# that they meet that message's state in its partition.
+FUNNEL_REPLIES = TopicSpec(
+    "funnel.replies", "umid of the message replied to", "replies re-keyed (funnel-internal)"
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     RAW, INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT,
     MESSAGE_STATE, FUNNEL, TEMPLATE_STATE, PHONE_STATE, ALERTS, DEADLETTER,
+    FUNNEL_REPLIES,
 )  # fmt: skip
 
 

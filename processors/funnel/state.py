@@ -27,8 +27,10 @@ crash. tests/processors/funnel/test_state.py checks this with hypothesis.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from enum import IntEnum
+
+import orjson
 
 from processors.normalize.records import InboundMessage, Receipt
 
@@ -246,3 +248,19 @@ def message_state_value(state: MessageState) -> dict[str, object]:
 
 def _value(attribute: Attribute | None) -> str | None:
     return attribute.value if attribute is not None else None
+
+
+# --- storage: the funnel table keeps each state as compact JSON ---------------------------
+def dump_state(state: MessageState) -> bytes:
+    return orjson.dumps(asdict(state))
+
+
+def load_state(data: bytes | str) -> MessageState:
+    raw = orjson.loads(data)
+    for field in ("failure", "furthest"):
+        if raw[field] is not None:
+            raw[field] = Observation(**raw[field])
+    for field in DESCRIPTIVE_FIELDS:
+        if raw[field] is not None:
+            raw[field] = Attribute(**raw[field])
+    return MessageState(**raw)

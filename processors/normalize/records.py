@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 
 def _camel(name: str) -> str:
@@ -22,6 +22,18 @@ def _camel(name: str) -> str:
 def record_value(record: object) -> dict[str, Any]:
     """The record as the JSON object written to its topic (camelCase keys)."""
     return {_camel(f.name): getattr(record, f.name) for f in fields(record)}  # type: ignore[arg-type]
+
+
+R = TypeVar("R")
+
+
+def record_from_value(record_type: type[R], value: dict[str, Any]) -> R:
+    """The inverse of `record_value`, for the jobs that read these topics. Fields a later
+    version added are ignored; fields it lacks are None."""
+    known = {_camel(f.name): f.name for f in fields(record_type)}  # type: ignore[arg-type]
+    present = {known[key]: item for key, item in value.items() if key in known}
+    missing = {name: None for name in known.values() if name not in present}
+    return record_type(**present, **missing)
 
 
 @dataclass(frozen=True)

@@ -168,3 +168,11 @@ def test_a_receipt_story_from_the_examples_gives_the_contract_record():
         "lastEventAt": "2026-03-14T10:02:44.000Z",
     }  # fmt: skip
     assert json.loads(json.dumps(value)) == value
+
+
+@given(st.lists(observations, max_size=8))
+def test_a_stored_state_loads_back_equal(sequence):
+    from processors.funnel.state import dump_state, load_state
+
+    state = _fold(sequence)
+    assert load_state(dump_state(state)) == state

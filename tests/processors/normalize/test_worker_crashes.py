@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -32,9 +33,15 @@ BATCH = 200
 KILLS_AT = (0.25, 0.50, 0.75)  # fractions of the output when each SIGKILL lands
 
 
+# Event times near now: the event time is the records' Kafka timestamp, and the
+# broker's retention would delete a segment of months-old records at its next check.
+_NOW = datetime.now(UTC).replace(microsecond=0)
+
+
 def _receipt(n: int) -> tuple[bytes, bytes, str]:
     umid, state = f"m-{n // 3}", ("sent", "delivered", "read")[n % 3]
-    status = {"state": state, "timestamp": f"2026-03-14T10:{(n % 3) * 10:02d}:00.000Z"}
+    at = (_NOW - timedelta(minutes=10 - (n % 3))).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    status = {"state": state, "timestamp": at}
     if state == "delivered":
         status["detail"] = "delivered_to_recipient"
     body = {"namespace": "ChatApps", "eventType": "outbound_message_status_changed",

@@ -1,0 +1,170 @@
+"""The funnel worker, SIGKILLed twice mid-run and restarted, ends with exact message states.
+
+The input is a receipt story of a few thousand messages: receipts shuffled,
+repeated and late (reads before deliveries), failures, and customers' replies.
+The expected state of every message is the pure fold of its observations; the
+last `message_state` record of each umid must equal it exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from functools import reduce
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from processors.funnel.state import (
+    MessageState,
+    merge,
+    message_state_value,
+    observe_receipt,
+    observe_reply,
+)
+from processors.normalize.records import InboundMessage, Receipt, record_from_value, record_value
+from wapipe import topics
+from wapipe.topics import create_topics
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+MESSAGES = 4_000
+KILLS_AT = (0.3, 0.65)  # fractions of the messages seen when each SIGKILL lands
+_NOW = datetime.now(UTC).replace(microsecond=0)  # event times near now (retention)
+
+
+def _at(minutes: float) -> str:
+    return (_NOW - timedelta(minutes=60 - minutes)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _story(seed: int = 7) -> tuple[list[Receipt], list[InboundMessage]]:
+    rng = random.Random(seed)
+    receipts, replies = [], []
+    for n in range(MESSAGES):
+        umid = f"m-{n}"
+        base = {"umid": umid, "subAccountId": f"acme-{n % 3}", "channel": "whatsapp",
+                "msisdn": "+6281234567890", "country": "ID"}  # fmt: skip
+        steps = [("sent", None, 1)]
+        if rng.random() < 0.1:
+            steps.append(("undelivered", "undelivered_to_recipient", 2))
+        else:
+            steps.append(("delivered", "delivered_to_recipient", 3))
+            if rng.random() < 0.6:
+                steps.append(("read", None, 5 + rng.random() * 40))
+        for state, detail, minute in steps:
+            value = {**base, "state": state, "detail": detail, "occurredAt": _at(minute),
+                     "errorCode": 1022 if state == "undelivered" else None}  # fmt: skip
+            receipts.append(record_from_value(Receipt, value))
+        if rng.random() < 0.2:
+            replies.append(record_from_value(InboundMessage, {
+                "umid": f"in-{n}", "eventType": "inbound_message_received", "echo": False,
+                "replyToUmid": umid, "occurredAt": _at(50), "channel": "whatsapp",
+            }))  # fmt: skip
+    receipts += rng.sample(receipts, len(receipts) // 10)  # retries
+    rng.shuffle(receipts)
+    return receipts, replies
+
+
+def _expected(receipts: list[Receipt], replies: list[InboundMessage]) -> dict[str, dict]:
+    observations: dict[str, list] = {}
+    for receipt in receipts:
+        observations.setdefault(receipt.umid, []).append(observe_receipt(receipt))
+    for message in replies:
+        link = observe_reply(message)
+        assert link is not None
+        observations[link[0]].append(link[1])
+    return {
+        umid: message_state_value(reduce(merge, items, MessageState(umid=umid)))
+        for umid, items in observations.items()
+    }
+
+
+async def _feed(settings, receipts: list[Receipt], replies: list[InboundMessage]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        deliveries = [
+            await producer.send(topic.name(settings.topic_prefix),
+                                orjson.dumps(record_value(record)), key=record.umid.encode())
+            for topic, records in ((topics.STATUS, receipts), (topics.INBOUND, replies))
+            for record in records
+        ]  # fmt: skip
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
+
+
+def _start(settings, home: Path, port: int) -> subprocess.Popen[bytes]:
+    environment = {
+        **os.environ,
+        "WAPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "WAPIPE_TOPIC_PREFIX": settings.topic_prefix,
+        "WAPIPE_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "WAPIPE_HOME": str(home),
+        "WAPIPE_PROCESSOR_WEB_PORT": str(port),
+        "WAPIPE_PROCESSOR_BATCH_SIZE": "200",
+    }
+    log = (home / "funnel.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "wapipe", "process", "funnel"], env=environment,
+        stdout=log, stderr=log,
+    )  # fmt: skip
+
+
+async def test_message_states_are_exact_after_two_sigkills(
+    kafka_bootstrap, settings_for, unused_port, tmp_path
+):
+    settings = settings_for(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp",
+        topic_partitions=3,
+    )
+    await create_topics(settings)
+    receipts, replies = _story()
+    expected = _expected(receipts, replies)
+    await _feed(settings, receipts, replies)
+
+    latest: dict[str, dict] = {}
+    consumer = AIOKafkaConsumer(
+        topics.MESSAGE_STATE.name(settings.topic_prefix), bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )  # fmt: skip
+    await consumer.start()
+
+    async def follow(condition, worker, what: str, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert worker.poll() is None, (tmp_path / "funnel.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, f"did not reach {what} in {timeout:.0f} s"
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    latest[record.key.decode()] = orjson.loads(record.value)
+
+    worker = _start(settings, tmp_path, unused_port())
+    try:
+        for fraction in KILLS_AT:
+            await follow(lambda f=fraction: len(latest) >= f * MESSAGES, worker, f"{fraction:.0%}")
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            worker = _start(settings, tmp_path, unused_port())
+        await follow(lambda: latest == expected, worker, "the exact final states")
+    finally:
+        await consumer.stop()
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=60)
+
+    wrong = [umid for umid in expected if latest.get(umid) != expected[umid]]
+    assert not wrong, f"{len(wrong)} messages end in a wrong state, e.g. {wrong[:3]}"
+    states = {value["state"] for value in latest.values()}
+    assert {"read", "delivered", "undelivered"} <= states
+    assert sum(value["repliedAt"] is not None for value in latest.values()) == len(replies)
