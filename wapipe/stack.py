@@ -19,27 +19,31 @@ from wapipe.local_kafka import LocalBroker, LocalKafkaError
 from wapipe.settings import Settings
 from wapipe.topics import create_topics
 
-# Each service is `wapipe <args>`; more processors join this list with their issues.
-SERVICES: dict[str, list[str]] = {
-    "ingest": ["ingest"],
-    "normalize": ["process", "normalize"],
+# Each service: `wapipe <args>`, with environment overrides (each worker its own web
+# port on one host). More processors join this list with their issues.
+SERVICES: dict[str, tuple[list[str], dict[str, str]]] = {
+    "ingest": (["ingest"], {}),
+    "normalize": (["process", "normalize"], {"WAPIPE_PROCESSOR_WEB_PORT": "6066"}),
+    "funnel": (["process", "funnel"], {"WAPIPE_PROCESSOR_WEB_PORT": "6067"}),
 }
 _STOP_GRACE_SECONDS = 30.0
 
 
 def run_stack(settings: Settings) -> int:
-    broker: LocalBroker | None = None
+    broker: LocalBroker | None = None  # set when this command started the broker
     environment = dict(os.environ)
     if not settings.bootstrap_is_explicit:
-        broker = LocalBroker.from_settings(settings)
-        print(f"wapipe run: starting local Kafka on {broker.bootstrap} ...", file=sys.stderr)
+        local = LocalBroker.from_settings(settings)
+        if not local.status().running:
+            broker = local
+            print(f"wapipe run: starting local Kafka on {local.bootstrap} ...", file=sys.stderr)
         try:
-            broker.up()
+            local.up()
         except LocalKafkaError as error:
             print(f"wapipe run: {error}", file=sys.stderr)
             return 1
-        environment["WAPIPE_KAFKA_BOOTSTRAP"] = broker.bootstrap
-        settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+        environment["WAPIPE_KAFKA_BOOTSTRAP"] = local.bootstrap
+        settings = settings.model_copy(update={"kafka_bootstrap": local.bootstrap})
     try:
         for report in asyncio.run(create_topics(settings)):
             if report.created:
@@ -62,12 +66,12 @@ def _supervise(environment: dict[str, str]) -> int:
     children = {
         name: subprocess.Popen(
             [sys.executable, "-m", "wapipe", *args],
-            env=environment,
+            env={**environment, **overrides},
             # Own process group: the terminal's Ctrl-C reaches only us, and we
             # stop the children in order.
             start_new_session=True,
         )
-        for name, args in SERVICES.items()
+        for name, (args, overrides) in SERVICES.items()
     }
     print(f"wapipe run: started {', '.join(children)}; Ctrl-C stops everything", file=sys.stderr)
     status = 0
