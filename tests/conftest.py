@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -243,3 +246,38 @@ async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> 
 @pytest.fixture
 def eventually() -> Callable[[Callable[[], bool], float, str], Awaitable[None]]:
     return wait_for
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, unused_port: Callable[[], int]) -> Iterator[Callable[..., Any]]:
+    """Start `wapipe process <job>` as a real process for `settings`; logs go to
+    `<tmp>/<job>.log`. Workers still running at the end get SIGTERM."""
+    workers: list[subprocess.Popen[bytes]] = []
+
+    def start(job: str, settings: Settings, **environment: str) -> subprocess.Popen[bytes]:
+        variables = {
+            **os.environ,
+            "WAPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "WAPIPE_TOPIC_PREFIX": settings.topic_prefix,
+            "WAPIPE_TOPIC_PARTITIONS": str(settings.topic_partitions),
+            "WAPIPE_HOME": str(tmp_path),
+            "WAPIPE_PROCESSOR_WEB_PORT": str(unused_port()),
+            **environment,
+        }
+        log = (tmp_path / f"{job}.log").open("ab")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "wapipe", "process", job], env=variables,
+            stdout=log, stderr=log,
+        )  # fmt: skip
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()

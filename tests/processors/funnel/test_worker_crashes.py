@@ -9,16 +9,12 @@ last `message_state` record of each umid must equal it exactly.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from functools import reduce
-from pathlib import Path
 
 import orjson
 import pytest
@@ -103,25 +99,8 @@ async def _feed(settings, receipts: list[Receipt], replies: list[InboundMessage]
         await producer.stop()
 
 
-def _start(settings, home: Path, port: int) -> subprocess.Popen[bytes]:
-    environment = {
-        **os.environ,
-        "WAPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "WAPIPE_TOPIC_PREFIX": settings.topic_prefix,
-        "WAPIPE_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "WAPIPE_HOME": str(home),
-        "WAPIPE_PROCESSOR_WEB_PORT": str(port),
-        "WAPIPE_PROCESSOR_BATCH_SIZE": "200",
-    }
-    log = (home / "funnel.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "wapipe", "process", "funnel"], env=environment,
-        stdout=log, stderr=log,
-    )  # fmt: skip
-
-
 async def test_message_states_are_exact_after_two_sigkills(
-    kafka_bootstrap, settings_for, unused_port, tmp_path
+    kafka_bootstrap, settings_for, start_worker, tmp_path
 ):
     settings = settings_for(
         kafka_bootstrap=kafka_bootstrap,
@@ -149,19 +128,16 @@ async def test_message_states_are_exact_after_two_sigkills(
                 for record in records:
                     latest[record.key.decode()] = orjson.loads(record.value)
 
-    worker = _start(settings, tmp_path, unused_port())
+    worker = start_worker("funnel", settings, WAPIPE_PROCESSOR_BATCH_SIZE="200")
     try:
         for fraction in KILLS_AT:
             await follow(lambda f=fraction: len(latest) >= f * MESSAGES, worker, f"{fraction:.0%}")
             worker.send_signal(signal.SIGKILL)
             worker.wait()
-            worker = _start(settings, tmp_path, unused_port())
+            worker = start_worker("funnel", settings, WAPIPE_PROCESSOR_BATCH_SIZE="200")
         await follow(lambda: latest == expected, worker, "the exact final states")
     finally:
         await consumer.stop()
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=60)
 
     wrong = [umid for umid in expected if latest.get(umid) != expected[umid]]
     assert not wrong, f"{len(wrong)} messages end in a wrong state, e.g. {wrong[:3]}"

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -23,34 +20,8 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "examples"
 TYPED = (topics.INBOUND, topics.STATUS, topics.TEMPLATE, topics.PHONE, topics.ACCOUNT)
 
 
-def _start_worker(settings, home: Path, port: int) -> subprocess.Popen[bytes]:
-    environment = {
-        **os.environ,
-        "WAPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "WAPIPE_TOPIC_PREFIX": settings.topic_prefix,
-        "WAPIPE_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "WAPIPE_HOME": str(home),
-        "WAPIPE_PROCESSOR_WEB_PORT": str(port),
-    }
-    log = (home / "normalize.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "wapipe", "process", "normalize"],
-        env=environment, stdout=log, stderr=log,
-    )  # fmt: skip
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> int:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            return worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-    return worker.wait()
-
-
 async def test_every_example_comes_out_typed_once_and_the_rest_dead_lettered(
-    kafka_settings, start_ingester, read_records, unused_port, tmp_path
+    kafka_settings, start_ingester, read_records, start_worker, tmp_path
 ):
     bodies = [path.read_bytes() for path in EXAMPLES]
     unknown = b'{"eventType": "brand_new_event", "eventId": "n-1", "eventDetails": {}}'
@@ -67,7 +38,7 @@ async def test_every_example_comes_out_typed_once_and_the_rest_dead_lettered(
         assert isinstance(result, Normalized)
         expected[result.topic.suffix].setdefault(result.dedupe_key, body)
 
-    worker = _start_worker(kafka_settings, tmp_path, unused_port())
+    worker = start_worker("normalize", kafka_settings)
     try:
         letters = await read_records(kafka_settings, topics.DEADLETTER, 2, timeout=120)
         found = {
@@ -75,7 +46,8 @@ async def test_every_example_comes_out_typed_once_and_the_rest_dead_lettered(
             for spec in TYPED
         }
     finally:
-        status = _stop(worker)
+        worker.send_signal(signal.SIGTERM)
+        status = worker.wait(timeout=60)
     assert status == 0, (tmp_path / "normalize.log").read_text()[-3000:]
 
     for spec in TYPED:

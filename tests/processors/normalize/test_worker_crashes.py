@@ -8,10 +8,7 @@ the sender's retries through. Both are checked here.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -64,25 +61,8 @@ async def _feed(settings, events: list[tuple[bytes, bytes, str]]) -> None:
         await producer.stop()
 
 
-def _start(settings, home: Path, port: int) -> subprocess.Popen[bytes]:
-    environment = {
-        **os.environ,
-        "WAPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "WAPIPE_TOPIC_PREFIX": settings.topic_prefix,
-        "WAPIPE_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "WAPIPE_HOME": str(home),
-        "WAPIPE_PROCESSOR_WEB_PORT": str(port),
-        "WAPIPE_PROCESSOR_BATCH_SIZE": str(BATCH),
-    }
-    log = (home / "normalize.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "wapipe", "process", "normalize"], env=environment,
-        stdout=log, stderr=log,
-    )  # fmt: skip
-
-
 async def test_sigkilled_three_times_loses_nothing_and_keeps_dropping_retries(
-    kafka_bootstrap, settings_for, unused_port, tmp_path
+    kafka_bootstrap, settings_for, start_worker, tmp_path
 ):
     settings = settings_for(
         kafka_bootstrap=kafka_bootstrap,
@@ -97,7 +77,7 @@ async def test_sigkilled_three_times_loses_nothing_and_keeps_dropping_retries(
 
     output = _Output(settings)
     await output.start()
-    worker = _start(settings, tmp_path, unused_port())
+    worker = start_worker("normalize", settings, WAPIPE_PROCESSOR_BATCH_SIZE=str(BATCH))
     kills = 0
     try:
         for fraction in KILLS_AT:
@@ -106,14 +86,11 @@ async def test_sigkilled_three_times_loses_nothing_and_keeps_dropping_retries(
             worker.send_signal(signal.SIGKILL)
             worker.wait()
             kills += 1
-            worker = _start(settings, tmp_path, unused_port())
+            worker = start_worker("normalize", settings, WAPIPE_PROCESSOR_BATCH_SIZE=str(BATCH))
         await output.wait_until(lambda: expected <= output.distinct, worker, tmp_path,
                                 "every event after the last restart", timeout=240)  # fmt: skip
     finally:
         await output.stop()
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=60)
     assert kills == len(KILLS_AT)
 
     missing = expected - output.distinct
