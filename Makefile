@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint unit kafka-up kafka-down bench-ingest lock clean
+.PHONY: help install run test lint unit kafka-up kafka-down bench-ingest bench-processors lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ kafka-down: install  ## stop the local broker
 
 bench-ingest: install  ## ingester vs bare aiohttp under wrk (installs wrk with apt if missing)
 	bash bench/ingest/run.sh
+
+bench-processors: install  ## normalize and funnel events/s vs a bare aiokafka loop
+	$(BIN)/python bench/processors/bench_processors.py
 
 lock: install  ## re-pin the whole dependency tree into constraints.txt
 	$(BIN)/pip freeze --exclude-editable > constraints.txt
