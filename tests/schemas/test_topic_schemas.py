@@ -13,15 +13,22 @@ the code (a record off its schema, or an exception instead of a dead letter).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from example_bodies import (
+    EXAMPLE_NAMES,
+    EXAMPLE_PATHS,
+    EXAMPLES_DIR,
+    Body,
+    Mutation,
+    derive,
+    drop,
+    put,
+)
 
 import schemas
 from processors.normalize.records import (
@@ -36,10 +43,6 @@ from processors.normalize.records import (
 )
 from processors.normalize.rules import Normalized, Rejected, dead_letter, normalize
 from wapipe import topics
-
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "examples"
-EXAMPLE_PATHS = sorted(EXAMPLES_DIR.rglob("*.json"))
-EXAMPLE_NAMES = [path.relative_to(EXAMPLES_DIR).as_posix() for path in EXAMPLE_PATHS]
 
 RECEIVED_AT = "2026-03-14T10:00:00.000Z"
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -71,53 +74,10 @@ ANNOTATION_TYPES: dict[str, str | list[str]] = {
     "DeadLetterKind": "string",
 }
 
-Body = Any
-Mutation = Callable[[Body], Any]
 Record = Any
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@cache
-def _load_example(name: str) -> Body:
-    return orjson.loads((EXAMPLES_DIR / name).read_bytes())
-
-
-def derive(name: str, *mutations: Mutation) -> Body:
-    """Example `name` (path below tests/fixtures/examples/), deep-copied, mutated in turn."""
-    body = copy.deepcopy(_load_example(name))
-    for mutate in mutations:
-        mutate(body)
-    return body
-
-
-def _parent(body: Body, path: str) -> tuple[Any, str]:
-    *parents, leaf = path.split(".")
-    node = body
-    for key in parents:
-        node = node[key]
-    return node, leaf
-
-
-def put(path: str, value: Any) -> Mutation:
-    """Set the dotted `path` (e.g. "payload.status.state") to `value`."""
-
-    def mutate(body: Body) -> None:
-        node, leaf = _parent(body, path)
-        node[leaf] = value
-
-    return mutate
-
-
-def drop(path: str) -> Mutation:
-    """Remove the dotted `path`; it must exist, so that a typo cannot make a test vacuous."""
-
-    def mutate(body: Body) -> None:
-        node, leaf = _parent(body, path)
-        del node[leaf]
-
-    return mutate
 
 
 def wire(record: Record) -> dict[str, Any]:

@@ -8,20 +8,19 @@ that points at the broken field.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
+from example_bodies import (
+    EXAMPLE_NAMES,
+    Body,
+    derive,
+    drop,
+    example,
+    put,
+)
 
 import schemas
-
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "examples"
-EXAMPLE_PATHS = sorted(EXAMPLES_DIR.rglob("*.json"))
-EXAMPLE_NAMES = [path.relative_to(EXAMPLES_DIR).as_posix() for path in EXAMPLE_PATHS]
 
 KNOWN_EVENT_TYPES = (
     "inbound_message_received",
@@ -43,21 +42,8 @@ WEBHOOK_SCHEMA_NAMES = {
 }
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
-Body = Any
-Mutation = Callable[[Body], Any]
-
 
 # --------------------------------------------------------------------------- helpers
-
-
-@cache
-def _load_example(name: str) -> Body:
-    return orjson.loads((EXAMPLES_DIR / name).read_bytes())
-
-
-def example(name: str) -> Body:
-    """A fresh deep copy of example `name` (path below tests/fixtures/examples/)."""
-    return copy.deepcopy(_load_example(name))
 
 
 def webhook_validator() -> Any:
@@ -77,42 +63,6 @@ def assert_valid(body: Body) -> None:
     assert validator.is_valid(body), errors(validator, body)
     own = event_validator(body)
     assert own.is_valid(body), errors(own, body)
-
-
-def derive(name: str, *mutations: Mutation) -> Body:
-    """Example `name`, deep-copied, with each mutation applied in turn."""
-    body = example(name)
-    for mutate in mutations:
-        mutate(body)
-    return body
-
-
-def _parent(body: Body, path: str) -> tuple[Any, str]:
-    *parents, leaf = path.split(".")
-    node = body
-    for key in parents:
-        node = node[key]
-    return node, leaf
-
-
-def put(path: str, value: Any) -> Mutation:
-    """Set the dotted `path` (e.g. "payload.status.state") to `value`."""
-
-    def mutate(body: Body) -> None:
-        node, leaf = _parent(body, path)
-        node[leaf] = value
-
-    return mutate
-
-
-def drop(path: str) -> Mutation:
-    """Remove the dotted `path`; it must exist, so that a typo cannot make a test vacuous."""
-
-    def mutate(body: Body) -> None:
-        node, leaf = _parent(body, path)
-        del node[leaf]
-
-    return mutate
 
 
 def add_unknown_fields(node: Any) -> None:
@@ -220,7 +170,7 @@ def test_example_with_unknown_fields_at_every_level_is_valid(name: str) -> None:
 
 
 def test_examples_cover_both_envelopes() -> None:
-    event_types = {_load_example(name)["eventType"] for name in EXAMPLE_NAMES}
+    event_types = {example(name)["eventType"] for name in EXAMPLE_NAMES}
     assert {"inbound_message_received", "outbound_message_status_changed"} <= event_types
     assert {"template_status_update", "phone_number_quality_update"} <= event_types
 
