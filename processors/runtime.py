@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ from wapipe.settings import Settings
 # restart under 15 s, while 3 s heartbeats tolerate a busy event loop.
 _SESSION_TIMEOUT_SECONDS = 10.0
 _HEARTBEAT_SECONDS = 3.0
+# A batch closes when it is full or this long after its first event.
+_BATCH_WITHIN_SECONDS = 0.05
+_DAY_SECONDS = 86_400
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE
 
 log = get_logger(__name__)
@@ -73,6 +76,37 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
         configure_logging(settings, service=job)
 
     return app
+
+
+def raw_topic(app: faust.App, *names: str) -> Any:
+    """A topic of bytes: the jobs encode and decode their JSON themselves (orjson)."""
+    return app.topic(
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+def ttl_options(days: int) -> dict[str, int]:
+    """RocksDB options of a table whose keys expire `days` after their last write."""
+    return {"ttl": days * _DAY_SECONDS}
+
+
+async def handle_batches(
+    stream: Any,
+    settings: Settings,
+    job: str,
+    handle: Callable[[list[Any]], Awaitable[None]],
+) -> None:
+    """Feed an agent's stream to `handle` in batches, each one all or nothing.
+
+    The one loop every agent runs: a batch is handled completely before faust acks
+    (and so may commit) its events, and a batch that fails ends the process
+    (`exit_on_error`) instead of being acked unhandled.
+    """
+    async for events in stream.take_events(
+        settings.processor_batch_size, within=_BATCH_WITHIN_SECONDS
+    ):
+        async with exit_on_error(job):
+            await handle(events)
 
 
 @contextlib.asynccontextmanager

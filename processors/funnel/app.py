@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from datetime import datetime
 from typing import Any
 
 import faust
@@ -36,12 +35,10 @@ from processors.funnel.state import (
     observe_receipt,
     observe_reply,
 )
+from processors.normalize import canonical
 from processors.normalize.records import InboundMessage, Receipt, record_from_value
 from wapipe import topics
 from wapipe.settings import Settings
-
-_BATCH_WITHIN_SECONDS = 0.05
-_DAY_SECONDS = 86_400
 
 
 class FunnelMetrics:
@@ -64,44 +61,42 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     metrics = FunnelMetrics(registry)
     app = runtime.create_app(settings, "funnel", registry)
     prefix = settings.topic_prefix
-    json_topic: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
-                                  "key_serializer": "raw", "value_serializer": "raw"}  # fmt: skip
-    inbound = app.topic(topics.INBOUND.name(prefix), **json_topic)
+    inbound = runtime.raw_topic(app, topics.INBOUND.name(prefix))
     replies_name = topics.FUNNEL_REPLIES.name(prefix)
-    replies = app.topic(replies_name, **json_topic)
-    sources = app.topic(topics.STATUS.name(prefix), replies_name, **json_topic)
-    message_state = app.topic(topics.MESSAGE_STATE.name(prefix), **json_topic)
+    replies = runtime.raw_topic(app, replies_name)
+    sources = runtime.raw_topic(app, topics.STATUS.name(prefix), replies_name)
+    message_state = runtime.raw_topic(app, topics.MESSAGE_STATE.name(prefix))
     # umid -> the message's state as JSON text. RocksDB, with a TTL of
     # WAPIPE_MESSAGE_STATE_DAYS: every change rewrites the key, so it counts from
     # the last event.
     states = app.Table(
         "messages", key_type=str, value_type=str, default=None,
-        options={"ttl": settings.message_state_days * _DAY_SECONDS},
+        options=runtime.ttl_options(settings.message_state_days),
     )  # fmt: skip
 
     @app.agent(inbound, name="reply_links")
     async def reply_links(stream: Any) -> None:
-        async for events in stream.take_events(settings.processor_batch_size,
-                                               within=_BATCH_WITHIN_SECONDS):  # fmt: skip
-            async with runtime.exit_on_error("funnel"):
-                deliveries = []
-                for event in events:
-                    message = record_from_value(InboundMessage, orjson.loads(event.message.value))
-                    link = observe_reply(message)
-                    if link is not None:
-                        umid, observation = link
-                        deliveries.append(await replies.send(
-                            key=umid.encode(), value=orjson.dumps(asdict(observation)),
-                            timestamp=event.message.timestamp,
-                        ))  # fmt: skip
-                await asyncio.gather(*deliveries)
+        async def handle(events: list[Any]) -> None:
+            deliveries = []
+            for event in events:
+                message = record_from_value(InboundMessage, orjson.loads(event.message.value))
+                link = observe_reply(message)
+                if link is not None:
+                    umid, observation = link
+                    deliveries.append(await replies.send(
+                        key=umid.encode(), value=orjson.dumps(asdict(observation)),
+                        timestamp=event.message.timestamp,
+                    ))  # fmt: skip
+            await asyncio.gather(*deliveries)
+
+        await runtime.handle_batches(stream, settings, "funnel", handle)
 
     @app.agent(sources, name="message_states")
     async def message_states(stream: Any) -> None:
-        async for events in stream.take_events(settings.processor_batch_size,
-                                               within=_BATCH_WITHIN_SECONDS):  # fmt: skip
-            async with runtime.exit_on_error("funnel"):
-                await _merge_batch(events, states, message_state, replies_name, metrics)
+        async def handle(events: list[Any]) -> None:
+            await _merge_batch(events, states, message_state, replies_name, metrics)
+
+        await runtime.handle_batches(stream, settings, "funnel", handle)
 
     return app
 
@@ -127,7 +122,7 @@ async def _merge_batch(
     deliveries = [
         await output.send(
             key=umid, value=orjson.dumps(message_state_value(state)),
-            timestamp=_epoch_seconds(state.last_event_at),
+            timestamp=_event_time(state),
         )
         for umid, (state, _) in changed.items()
     ]  # fmt: skip
@@ -144,5 +139,8 @@ def _stored(states: Any, umid: bytes) -> MessageState:
     return load_state(data) if data is not None else MessageState(umid=umid.decode())
 
 
-def _epoch_seconds(iso: str | None) -> float | None:
-    return None if iso is None else datetime.fromisoformat(iso).timestamp()
+def _event_time(state: MessageState) -> float | None:
+    """The Kafka timestamp of a state record: its latest event, in epoch seconds."""
+    if state.last_event_at is None:
+        return None
+    return canonical.parse_timestamp(state.last_event_at, "lastEventAt").timestamp()

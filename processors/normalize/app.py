@@ -31,8 +31,6 @@ from wapipe.settings import Settings
 
 log = get_logger(__name__)
 
-_BATCH_WITHIN_SECONDS = 0.05
-_DAY_SECONDS = 86_400
 _SINKS = (topics.INBOUND, topics.STATUS, topics.TEMPLATE, topics.PHONE, topics.ACCOUNT,
           topics.DEADLETTER)  # fmt: skip
 
@@ -57,28 +55,21 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     metrics = NormalizeMetrics(registry)
     app = runtime.create_app(settings, "normalize", registry)
     prefix = settings.topic_prefix
-    raw = app.topic(
-        topics.RAW.name(prefix), key_type=bytes, value_type=bytes,
-        key_serializer="raw", value_serializer="raw",
-    )  # fmt: skip
-    sinks = {
-        spec.suffix: app.topic(spec.name(prefix), key_serializer="raw", value_serializer="raw")
-        for spec in _SINKS
-    }
+    raw = runtime.raw_topic(app, topics.RAW.name(prefix))
+    sinks = {spec.suffix: runtime.raw_topic(app, spec.name(prefix)) for spec in _SINKS}
     # dedupe key -> when first seen (epoch ms); id key -> content digest. RocksDB, with
     # a TTL of WAPIPE_DEDUPE_DAYS: how long a re-send is still recognised.
     seen = app.Table(
         "seen", key_type=str, value_type=str, default=None,
-        options={"ttl": settings.dedupe_days * _DAY_SECONDS},
+        options=runtime.ttl_options(settings.dedupe_days),
     )  # fmt: skip
 
     @app.agent(raw, name="normalize")
     async def normalize_raw(stream: Any) -> None:
-        async for events in stream.take_events(
-            settings.processor_batch_size, within=_BATCH_WITHIN_SECONDS
-        ):
-            async with runtime.exit_on_error("normalize"):
-                await _handle_batch(events, seen, sinks, metrics)
+        async def handle(events: list[Any]) -> None:
+            await _handle_batch(events, seen, sinks, metrics)
+
+        await runtime.handle_batches(stream, settings, "normalize", handle)
 
     return app
 
