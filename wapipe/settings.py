@@ -181,6 +181,14 @@ class Settings(BaseSettings):
         description="How long the funnel keeps a message's state after its last event "
         "(a delivery can follow `sent` by a 30-day time-to-live; reads come 10 days later).",
     )
+    funnel_window_days: int = Field(
+        2,
+        ge=1,
+        le=30,
+        description="How long after its end a funnel window still takes changes (webhooks "
+        "delayed by a Kafka outage or the sender's retries); later ones are dropped and "
+        "counted in `wapipe_funnel_late_changes_total`.",
+    )
 
     # --- Logs -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(

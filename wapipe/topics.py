@@ -93,16 +93,21 @@ DEADLETTER = TopicSpec(
     retention_days=30,
 )
 
-# Internal to the funnel: customers' replies re-keyed by the umid they answer, so
-# that they meet that message's state in its partition.
-FUNNEL_REPLIES = TopicSpec(
-    "funnel.replies", "umid of the message replied to", "replies re-keyed (funnel-internal)"
+# Internal to the funnel. Observations: receipts and customers' replies (re-keyed by
+# the umid they answer) in one topic, so each message's partition has one order.
+# Partials: each source partition's part of each window, keyed by sub-account, so
+# that one worker sums a sub-account's windows.
+FUNNEL_OBSERVATIONS = TopicSpec(
+    "funnel.observations", "umid", "receipts and replies as funnel observations (internal)"
+)
+FUNNEL_PARTIALS = TopicSpec(
+    "funnel.partials", "subAccountId", "per-partition parts of the funnel windows (internal)"
 )
 
 TOPICS: tuple[TopicSpec, ...] = (
     RAW, INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT,
     MESSAGE_STATE, FUNNEL, TEMPLATE_STATE, PHONE_STATE, ALERTS, DEADLETTER,
-    FUNNEL_REPLIES,
+    FUNNEL_OBSERVATIONS, FUNNEL_PARTIALS,
 )  # fmt: skip
 
 

@@ -57,7 +57,13 @@ RECORD_TOPICS: dict[type, str] = {
     AccountEvent: topics.ACCOUNT.suffix,
     DeadLetter: topics.DEADLETTER.suffix,
 }
-TOPIC_SCHEMA_NAMES = {f"topics/{suffix}" for suffix in RECORD_TOPICS.values()} | {"topics/common"}
+# The topics/*.schema.json files: the normalized records', common, and the funnel's outputs
+# (tested in test_funnel_schemas.py).
+TOPIC_SCHEMA_NAMES = {f"topics/{suffix}" for suffix in RECORD_TOPICS.values()} | {
+    "topics/common",
+    "topics/message_state",
+    "topics/funnel",
+}
 RECEIPT_STATES = ("queued", "rejected", "sent", "delivered", "undelivered", "read", "failed")
 
 # The JSON type(s) of each annotation used in records.py (`from __future__ import

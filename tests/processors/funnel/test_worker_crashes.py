@@ -1,9 +1,12 @@
-"""The funnel worker, SIGKILLed twice mid-run and restarted, ends with exact message states.
+"""The funnel worker, SIGKILLed twice mid-run and restarted, ends with exact message
+states and exact funnel windows.
 
 The input is a receipt story of a few thousand messages: receipts shuffled,
-repeated and late (reads before deliveries), failures, and customers' replies.
-The expected state of every message is the pure fold of its observations; the
-last `message_state` record of each umid must equal it exactly.
+repeated and late (reads before deliveries, reads three days after delivery),
+failures, and customers' replies. The expected state of every message is the pure
+fold of its observations, and the expected windows the sum of those states'
+contributions; the last `message_state` record of each umid and the last
+`whatsapp.funnel` record of each window must equal them exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+import schemas
 from processors.funnel.state import (
     MessageState,
     merge,
@@ -27,6 +31,7 @@ from processors.funnel.state import (
     observe_receipt,
     observe_reply,
 )
+from processors.funnel.windows import WindowKey, add_counts, contributions, funnel_record
 from processors.normalize.records import InboundMessage, Receipt, record_from_value, record_value
 from wapipe import topics
 from wapipe.topics import create_topics
@@ -42,6 +47,9 @@ def _at(minutes: float) -> str:
     return (_NOW - timedelta(minutes=60 - minutes)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+_DAYS_AGO = -3 * 24 * 60  # minutes: the story's old messages, read in its last hour
+
+
 def _story(seed: int = 7) -> tuple[list[Receipt], list[InboundMessage]]:
     rng = random.Random(seed)
     receipts, replies = [], []
@@ -49,11 +57,12 @@ def _story(seed: int = 7) -> tuple[list[Receipt], list[InboundMessage]]:
         umid = f"m-{n}"
         base = {"umid": umid, "subAccountId": f"acme-{n % 3}", "channel": "whatsapp",
                 "msisdn": "+6281234567890", "country": "ID"}  # fmt: skip
-        steps = [("sent", None, 1)]
+        start = _DAYS_AGO if n % 20 == 0 else 0
+        steps = [("sent", None, start + 1)]
         if rng.random() < 0.1:
-            steps.append(("undelivered", "undelivered_to_recipient", 2))
+            steps.append(("undelivered", "undelivered_to_recipient", start + 2))
         else:
-            steps.append(("delivered", "delivered_to_recipient", 3))
+            steps.append(("delivered", "delivered_to_recipient", start + 3))
             if rng.random() < 0.6:
                 steps.append(("read", None, 5 + rng.random() * 40))
         for state, detail, minute in steps:
@@ -70,7 +79,7 @@ def _story(seed: int = 7) -> tuple[list[Receipt], list[InboundMessage]]:
     return receipts, replies
 
 
-def _expected(receipts: list[Receipt], replies: list[InboundMessage]) -> dict[str, dict]:
+def _expected(receipts: list[Receipt], replies: list[InboundMessage]) -> dict[str, MessageState]:
     observations: dict[str, list] = {}
     for receipt in receipts:
         observations.setdefault(receipt.umid, []).append(observe_receipt(receipt))
@@ -79,9 +88,16 @@ def _expected(receipts: list[Receipt], replies: list[InboundMessage]) -> dict[st
         assert link is not None
         observations[link[0]].append(link[1])
     return {
-        umid: message_state_value(reduce(merge, items, MessageState(umid=umid)))
-        for umid, items in observations.items()
+        umid: reduce(merge, items, MessageState(umid=umid)) for umid, items in observations.items()
     }
+
+
+def _expected_windows(states: list[MessageState]) -> dict[str, dict]:
+    totals: dict[WindowKey, dict[str, int]] = {}
+    for state in states:
+        for window, counts in contributions(state).items():
+            totals[window] = add_counts(totals.get(window, {}), counts)
+    return {window.encode(): funnel_record(window, counts) for window, counts in totals.items()}
 
 
 async def _feed(settings, receipts: list[Receipt], replies: list[InboundMessage]) -> None:
@@ -99,7 +115,7 @@ async def _feed(settings, receipts: list[Receipt], replies: list[InboundMessage]
         await producer.stop()
 
 
-async def test_message_states_are_exact_after_two_sigkills(
+async def test_message_states_and_windows_are_exact_after_two_sigkills(
     kafka_bootstrap, settings_for, start_worker, tmp_path
 ):
     settings = settings_for(
@@ -109,13 +125,17 @@ async def test_message_states_are_exact_after_two_sigkills(
     )
     await create_topics(settings)
     receipts, replies = _story()
-    expected = _expected(receipts, replies)
+    states = _expected(receipts, replies)
+    expected = {umid: message_state_value(state) for umid, state in states.items()}
+    expected_windows = _expected_windows(list(states.values()))
     await _feed(settings, receipts, replies)
 
     latest: dict[str, dict] = {}
+    windows: dict[str, dict] = {}
+    message_state_topic = topics.MESSAGE_STATE.name(settings.topic_prefix)
     consumer = AIOKafkaConsumer(
-        topics.MESSAGE_STATE.name(settings.topic_prefix), bootstrap_servers=kafka_bootstrap,
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        message_state_topic, topics.FUNNEL.name(settings.topic_prefix),
+        bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
     )  # fmt: skip
     await consumer.start()
 
@@ -126,21 +146,41 @@ async def test_message_states_are_exact_after_two_sigkills(
             assert time.monotonic() < deadline, f"did not reach {what} in {timeout:.0f} s"
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 for record in records:
-                    latest[record.key.decode()] = orjson.loads(record.value)
+                    value = orjson.loads(record.value)
+                    validator = validators[record.topic == message_state_topic]
+                    assert validator.is_valid(value), next(validator.iter_errors(value)).message
+                    if record.topic == message_state_topic:
+                        latest[record.key.decode()] = value
+                    else:
+                        windows[value["windowId"]] = value
 
-    worker = start_worker("funnel", settings, WAPIPE_PROCESSOR_BATCH_SIZE="200")
+    validators = {True: schemas.validator("topics/message_state"),
+                  False: schemas.validator("topics/funnel")}  # fmt: skip
+
+    def windows_exact() -> bool:
+        return {k: v for k, v in windows.items() if v["sent"] or v["delivered"] or v["read"]
+                or v["replied"] or v["undelivered"]} == expected_windows  # fmt: skip
+
+    environment = {"WAPIPE_PROCESSOR_BATCH_SIZE": "200", "WAPIPE_FUNNEL_WINDOW_DAYS": "4"}
+    worker = start_worker("funnel", settings, **environment)
     try:
         for fraction in KILLS_AT:
             await follow(lambda f=fraction: len(latest) >= f * MESSAGES, worker, f"{fraction:.0%}")
             worker.send_signal(signal.SIGKILL)
             worker.wait()
-            worker = start_worker("funnel", settings, WAPIPE_PROCESSOR_BATCH_SIZE="200")
-        await follow(lambda: latest == expected, worker, "the exact final states")
+            worker = start_worker("funnel", settings, **environment)
+        await follow(lambda: latest == expected and windows_exact(), worker,
+                     "the exact final states and windows")  # fmt: skip
     finally:
         await consumer.stop()
 
     wrong = [umid for umid in expected if latest.get(umid) != expected[umid]]
     assert not wrong, f"{len(wrong)} messages end in a wrong state, e.g. {wrong[:3]}"
-    states = {value["state"] for value in latest.values()}
-    assert {"read", "delivered", "undelivered"} <= states
+    reached = {value["state"] for value in latest.values()}
+    assert {"read", "delivered", "undelivered"} <= reached
     assert sum(value["repliedAt"] is not None for value in latest.values()) == len(replies)
+    wrong_windows = [w for w in expected_windows if windows.get(w) != expected_windows[w]]
+    assert not wrong_windows, f"{len(wrong_windows)} windows wrong, e.g. {wrong_windows[:3]}"
+    assert sum(w["read"] for w in windows.values() if w["window"] == "1h") == sum(
+        state.read_at is not None for state in states.values()
+    )

@@ -1,0 +1,277 @@
+"""The funnel's windows: what one message contributes to its 1-minute and 1-hour
+windows, and how partial sums kept per source partition become exact totals.
+
+A window is keyed by its size, its start (event time), the sub-account, the
+destination country and the template category. A message contributes to the
+window of each transition it made: `sent` at its `sentAt`, `delivered` at its
+`deliveredAt` (with its time to deliver), `read` at its `readAt` (with its time
+to read), `replied` at its `repliedAt`, `undelivered` (by error code) at its
+failure when the customer's phone never got it. `contributions` is a pure
+function of the message's state, so a window total is the sum over messages of
+their contributions, whatever order and repetition the receipts came in.
+
+Exact under crashes, in two steps (README, "Exact under crashes"):
+1. The message_states agent applies each event's change (`changes`: the
+   contributions after it minus those before) to a `Partial` per window *and
+   source partition*, which also holds the offset of the last event applied (its
+   watermark). An event re-delivered after a crash has an offset at or below the
+   watermark of every partial that already holds its change, and is skipped there.
+2. The windows agent keeps, per window, the latest partial of every source
+   partition (the one with the larger watermark wins) and publishes their sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from processors.funnel.state import FAILURE_STATES, Attribute, MessageState
+from processors.normalize import canonical
+
+Counts = dict[str, int]  # "sent", "delivered", ..., "ttd:<le>", "ttr:<le>", "error:<code>"
+
+WINDOW_SECONDS = {"1m": 60, "1h": 3_600}
+STAGES = ("sent", "delivered", "read", "replied", "undelivered")
+# Upper bounds (seconds) of the time-to-deliver and time-to-read buckets: from a
+# second to the 10 days read receipts keep coming after delivery.
+TIME_BUCKETS = (1, 5, 10, 30, 60, 300, 900, 1_800, 3_600, 10_800, 21_600, 43_200, 86_400,
+                259_200, 864_000)  # fmt: skip
+QUANTILES = (0.5, 0.9, 0.99)
+UNKNOWN = ""  # a dimension not (yet) known: null in records, "unknown" in metrics
+_SEPARATOR = "|"
+
+
+@dataclass(frozen=True, order=True)
+class WindowKey:
+    size: str  # "1m" or "1h"
+    start: str  # canonical ISO time
+    sub_account_id: str
+    country: str
+    template_category: str
+
+    def encode(self) -> str:
+        """The window's id: stable, readable, and the key of the windows tables. A `|`
+        or `%` inside a value (sub-account ids are free text) is percent-escaped."""
+        return _SEPARATOR.join(_escape(value) for value in (
+            self.size, self.start, self.sub_account_id, self.country, self.template_category
+        ))  # fmt: skip
+
+    @classmethod
+    def decode(cls, text: str) -> WindowKey:
+        size, start, sub_account_id, country, category = (
+            _unescape(value) for value in text.split(_SEPARATOR)
+        )
+        return cls(size, start, sub_account_id, country, category)
+
+    @property
+    def end(self) -> str:
+        start = canonical.parse_timestamp(self.start, "windowStart")
+        return canonical.format_timestamp(start + timedelta(seconds=WINDOW_SECONDS[self.size]))
+
+
+def window_start(at: str, size: str) -> str:
+    """The start of the `size` window holding the canonical time `at` (string arithmetic:
+    canonical times are `YYYY-MM-DDTHH:MM:SS.mmmZ`)."""
+    return at[:17] + "00.000Z" if size == "1m" else at[:14] + "00:00.000Z"
+
+
+def contributions(state: MessageState) -> dict[WindowKey, Counts]:
+    """What `state` adds to each window: one entry per window it made a transition in."""
+    dims = (_dim(state.sub_account_id), _dim(state.country), _dim(state.template_category))
+    windows: dict[WindowKey, Counts] = {}
+
+    def add(at: str, counts: Counts) -> None:
+        for size in WINDOW_SECONDS:
+            window = windows.setdefault(WindowKey(size, window_start(at, size), *dims), {})
+            for name, count in counts.items():
+                window[name] = window.get(name, 0) + count
+
+    if state.sent_at is not None:
+        add(state.sent_at, {"sent": 1})
+    if state.delivered_at is not None:
+        waited = _seconds(state.sent_at or state.delivered_at, state.delivered_at)
+        add(state.delivered_at, {"delivered": 1, f"ttd:{time_bucket(waited)}": 1})
+    if state.read_at is not None:
+        waited = _seconds(state.delivered_at or state.read_at, state.read_at)
+        add(state.read_at, {"read": 1, f"ttr:{time_bucket(waited)}": 1})
+    if state.replied_at is not None:
+        add(state.replied_at, {"replied": 1})
+    failure = state.failure
+    if failure is not None and state.state in FAILURE_STATES:
+        code = UNKNOWN if failure.error_code is None else str(failure.error_code)
+        add(failure.at, {"undelivered": 1, f"error:{code}": 1})
+    return windows
+
+
+def changes(
+    before: Mapping[WindowKey, Counts], after: Mapping[WindowKey, Counts]
+) -> dict[WindowKey, Counts]:
+    """`after - before` per window, without the windows that do not change."""
+    result: dict[WindowKey, Counts] = {}
+    for key in before.keys() | after.keys():
+        difference = subtract(after.get(key, {}), before.get(key, {}))
+        if difference:
+            result[key] = difference
+    return result
+
+
+def add_counts(left: Mapping[str, int], right: Mapping[str, int]) -> Counts:
+    total = dict(left)
+    for name, count in right.items():
+        total[name] = total.get(name, 0) + count
+        if total[name] == 0:
+            del total[name]
+    return total
+
+
+def subtract(left: Mapping[str, int], right: Mapping[str, int]) -> Counts:
+    return add_counts(left, {name: -count for name, count in right.items()})
+
+
+def is_final(key: WindowKey, now: datetime, final_after: timedelta) -> bool:
+    """Whether window `key` is final at wall-clock time `now`: `final_after` past its end.
+
+    A final window takes no more changes (a webhook delayed by days, or an old
+    message's sub-account learnt late); they are dropped and counted. The tables
+    keep a window's partials for a day longer than that, so a window that still
+    takes changes always finds its partials.
+    """
+    end = canonical.parse_timestamp(key.start, "windowStart") + timedelta(
+        seconds=WINDOW_SECONDS[key.size]
+    )
+    return now > end + final_after
+
+
+@dataclass(frozen=True)
+class Partial:
+    """One source partition's part of one window: the sum of the changes applied and
+    the offset of the last event applied."""
+
+    watermark: int
+    counts: Counts
+
+    def apply(self, change: Mapping[str, int], offset: int) -> Partial:
+        """This partial with the change of the event at `offset`, unless it holds it
+        already (a redelivery after a crash)."""
+        if offset <= self.watermark:
+            return self
+        return Partial(offset, add_counts(self.counts, change))
+
+    def supersedes(self, other: Partial | None) -> bool:
+        return other is None or self.watermark >= other.watermark
+
+    def value(self) -> dict[str, object]:
+        return {"watermark": self.watermark, "counts": self.counts}
+
+    @classmethod
+    def from_value(cls, value: Mapping[str, object]) -> Partial:
+        return cls(int(value["watermark"]), dict(value["counts"]))  # type: ignore[call-overload]
+
+
+EMPTY = Partial(-1, {})
+
+
+def window_total(partials: Iterable[Partial]) -> Counts:
+    total: Counts = {}
+    for partial in partials:
+        total = add_counts(total, partial.counts)
+    return total
+
+
+# --- the record of whatsapp.funnel ----------------------------------------------------------------
+def funnel_record(key: WindowKey, counts: Mapping[str, int]) -> dict[str, object]:
+    """The record of `whatsapp.funnel` for one window (camelCase, absolute values)."""
+    sent, delivered, read, replied, undelivered = (counts.get(stage, 0) for stage in STAGES)
+    return {
+        "windowId": key.encode(),
+        "window": key.size,
+        "windowStart": key.start,
+        "windowEnd": key.end,
+        "subAccountId": key.sub_account_id or None,
+        "country": key.country or None,
+        "templateCategory": key.template_category or None,
+        "sent": sent,
+        "delivered": delivered,
+        "read": read,
+        "replied": replied,
+        "undelivered": undelivered,
+        "deliveryRate": _ratio(delivered, sent),
+        "readRate": _ratio(read, delivered),
+        "replyRate": _ratio(replied, delivered),
+        "failureRate": _ratio(undelivered, delivered + undelivered),
+        "timeToDeliverSeconds": distribution(counts, "ttd"),
+        "timeToReadSeconds": distribution(counts, "ttr"),
+        "undeliveredByErrorCode": {
+            (name.split(":", 1)[1] or "unknown"): count
+            for name, count in sorted(counts.items())
+            if name.startswith("error:")
+        },
+    }
+
+
+def distribution(counts: Mapping[str, int], prefix: str) -> dict[str, object]:
+    """A time distribution: cumulative buckets (`le`, as Prometheus has them), its count
+    and estimated quantiles (None while empty)."""
+    cumulative: dict[str, int] = {}
+    running = 0
+    for bound in (*TIME_BUCKETS, None):
+        label = _bucket_label(bound)
+        running += counts.get(f"{prefix}:{label}", 0)
+        cumulative[label] = running
+    result: dict[str, object] = {"count": running, "buckets": cumulative}
+    for q in QUANTILES:
+        result[f"p{round(q * 100)}"] = quantile(cumulative, q)
+    return result
+
+
+def quantile(cumulative: Mapping[str, int], q: float) -> float | None:
+    """The q-quantile of bucketed times, interpolated linearly inside its bucket (as
+    Prometheus's histogram_quantile does); the largest bound if it is beyond it."""
+    total = cumulative[_bucket_label(None)]
+    if total == 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0
+    for bound in TIME_BUCKETS:
+        count = cumulative[_bucket_label(bound)]
+        if count >= rank and count > below:
+            return round(lower + (bound - lower) * (rank - below) / (count - below), 3)
+        lower, below = float(bound), count
+    return float(TIME_BUCKETS[-1])
+
+
+def time_bucket(seconds: float) -> str:
+    """The label of the bucket holding a duration of `seconds`."""
+    for bound in TIME_BUCKETS:
+        if seconds <= bound:
+            return _bucket_label(bound)
+    return _bucket_label(None)
+
+
+def _bucket_label(bound: int | None) -> str:
+    return "+Inf" if bound is None else str(bound)
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 6) if whole > 0 else None
+
+
+def _seconds(start: str, end: str) -> float:
+    return max(0.0, (_parse(end) - _parse(start)).total_seconds())
+
+
+def _parse(at: str) -> datetime:
+    return canonical.parse_timestamp(at, "at")
+
+
+def _escape(value: str) -> str:
+    return value.replace("%", "%25").replace(_SEPARATOR, "%7C")
+
+
+def _unescape(value: str) -> str:
+    return value.replace("%7C", _SEPARATOR).replace("%25", "%")
+
+
+def _dim(attribute: Attribute | None) -> str:
+    return UNKNOWN if attribute is None else attribute.value

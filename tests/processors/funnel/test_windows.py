@@ -1,0 +1,286 @@
+"""The funnel windows as plain functions: contributions, partials, records, and the
+two-step protocol replayed after simulated crashes (no Kafka)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from functools import reduce
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.funnel.batch import Batch, Slot
+from processors.funnel.state import MessageState, Observation, merge
+from processors.funnel.windows import (
+    EMPTY,
+    Counts,
+    Partial,
+    WindowKey,
+    add_counts,
+    changes,
+    contributions,
+    distribution,
+    funnel_record,
+    is_final,
+    quantile,
+    time_bucket,
+    window_start,
+    window_total,
+)
+from processors.normalize import canonical
+
+BASE = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+NEVER_FINAL = timedelta(days=3_650)
+
+
+def at(seconds: float) -> str:
+    return canonical.format_timestamp(BASE + timedelta(seconds=seconds))
+
+
+def receipt(seconds: float, state: str, **fields: object) -> Observation:
+    defaults: dict[str, object] = {"sub_account_id": "acme", "country": "ID",
+                                   "template_category": "marketing"}  # fmt: skip
+    return Observation(at=at(seconds), state=state, **{**defaults, **fields})  # type: ignore[arg-type]
+
+
+def fold(*observations: Observation, umid: str = "m-1") -> MessageState:
+    return reduce(merge, observations, MessageState(umid=umid))
+
+
+def key(size: str, seconds: float, sub: str = "acme", country: str = "ID",
+        category: str = "marketing") -> WindowKey:  # fmt: skip
+    return WindowKey(size, window_start(at(seconds), size), sub, country, category)
+
+
+# --- window keys and buckets ------------------------------------------------------------------
+def test_window_start_floors_to_the_minute_and_the_hour() -> None:
+    assert window_start("2026-11-25T10:03:27.512Z", "1m") == "2026-11-25T10:03:00.000Z"
+    assert window_start("2026-11-25T10:03:27.512Z", "1h") == "2026-11-25T10:00:00.000Z"
+
+
+def test_window_key_round_trips_and_knows_its_end() -> None:
+    window = WindowKey("1h", "2026-11-25T23:00:00.000Z", "acme", "", "")
+    assert window.encode() == "1h|2026-11-25T23:00:00.000Z|acme||"
+    assert WindowKey.decode(window.encode()) == window
+    assert window.end == "2026-11-26T00:00:00.000Z"
+
+
+@pytest.mark.parametrize("sub_account_id", ["a|b", "a%7Cb", "%", "|", "%25|"])
+def test_window_ids_escape_the_separator(sub_account_id: str) -> None:
+    window = WindowKey("1m", "2026-11-25T23:00:00.000Z", sub_account_id, "ID", "")
+    assert WindowKey.decode(window.encode()) == window
+
+
+BUCKETED = [(0, "1"), (1, "1"), (1.5, "5"), (3_600, "3600"), (864_000, "864000"), (864_001, "+Inf")]
+
+
+@pytest.mark.parametrize(("seconds", "label"), BUCKETED)
+def test_time_bucket(seconds: float, label: str) -> None:
+    assert time_bucket(seconds) == label
+
+
+# --- contributions ------------------------------------------------------------------------
+def test_a_read_and_replied_message_contributes_each_transition_to_its_windows() -> None:
+    state = fold(receipt(1, "sent"), receipt(4, "delivered"), receipt(1_804, "read"),
+                 Observation(at=at(1_860), state="replied"))  # fmt: skip
+    assert contributions(state) == {
+        key("1m", 0): {"sent": 1, "delivered": 1, "ttd:5": 1},
+        key("1m", 1_800): {"read": 1, "ttr:1800": 1},
+        key("1m", 1_860): {"replied": 1},
+        key("1h", 0): {
+            "sent": 1,
+            "delivered": 1,
+            "ttd:5": 1,
+            "read": 1,
+            "ttr:1800": 1,
+            "replied": 1,
+        },
+    }
+
+
+def test_an_undelivered_message_counts_its_error_code() -> None:
+    state = fold(receipt(1, "sent"), receipt(30, "undelivered", error_code=1022))
+    assert contributions(state)[key("1m", 0)] == {"sent": 1, "undelivered": 1, "error:1022": 1}
+
+
+def test_a_failure_then_a_delivery_is_delivered_not_undelivered() -> None:
+    state = fold(receipt(1, "sent"), receipt(2, "failed"), receipt(3, "delivered"))
+    counts = contributions(state)[key("1m", 0)]
+    assert counts["delivered"] == 1
+    assert "undelivered" not in counts
+
+
+def test_a_late_earlier_receipt_moves_the_message_between_windows() -> None:
+    before = fold(receipt(3_700, "delivered"))  # implies sent at 11:01:40
+    after = merge(before, receipt(59, "sent"))  # the real `sent`, an hour earlier
+    moved = changes(contributions(before), contributions(after))
+    assert moved[key("1m", 3_700)] == {"sent": -1, "ttd:1": -1, "ttd:10800": 1}  # 3,641 s
+    assert moved[key("1m", 0)] == {"sent": 1}
+    assert moved[key("1h", 0)] == {"sent": 1}
+
+
+def test_unknown_dimensions_are_empty() -> None:
+    state = fold(Observation(at=at(5), state="replied"))
+    assert list(contributions(state)) == [WindowKey("1m", at(0), "", "", ""),
+                                          WindowKey("1h", at(0), "", "", "")]  # fmt: skip
+
+
+# --- partials and finality -------------------------------------------------------------------
+def test_a_partial_skips_an_event_it_holds() -> None:
+    partial = EMPTY.apply({"sent": 1}, offset=7)
+    assert partial == Partial(7, {"sent": 1})
+    assert partial.apply({"sent": 1}, offset=7) is partial
+    assert partial.apply({"sent": 1}, offset=3) is partial
+    assert partial.apply({"sent": -1}, offset=8) == Partial(8, {})
+
+
+def test_the_partial_with_the_larger_watermark_supersedes() -> None:
+    assert Partial(5, {}).supersedes(None)
+    assert Partial(5, {}).supersedes(Partial(5, {"sent": 1}))
+    assert not Partial(4, {}).supersedes(Partial(5, {}))
+
+
+def test_a_window_is_final_the_given_time_after_its_end() -> None:
+    window = key("1h", 0)  # 10:00-11:00
+    assert not is_final(window, BASE + timedelta(hours=25), timedelta(days=1))
+    assert is_final(window, BASE + timedelta(hours=25, milliseconds=1), timedelta(days=1))
+
+
+def test_a_change_to_a_final_window_is_dropped_and_counted() -> None:
+    # Sent at 10:00 for an unknown sub-account; two days later a receipt names it:
+    # the message would move out of the final 10:00 windows.
+    batch = Batch(lambda umid: fold(receipt(0, "sent", sub_account_id=None), umid=umid),
+                  lambda slot: EMPTY, final_after=timedelta(days=1),
+                  now=BASE + timedelta(days=2))  # fmt: skip
+    slots = batch.add("m-1", receipt(2 * 86_400, "delivered"), partition=0, offset=0)
+    assert batch.late_changes == 4  # out of two windows and into two
+    assert {slot[1].start for slot in slots} == {window_start(at(2 * 86_400), "1m"),
+                                                  window_start(at(2 * 86_400), "1h")}  # fmt: skip
+
+
+# --- records ------------------------------------------------------------------------------
+def test_quantiles_interpolate_inside_a_bucket() -> None:
+    cumulative = distribution({"ttd:5": 10, "ttd:10": 10}, "ttd")["buckets"]
+    assert quantile(cumulative, 0.5) == 5.0  # type: ignore[arg-type]
+    assert quantile(cumulative, 0.75) == 7.5  # type: ignore[arg-type]
+    assert quantile(cumulative, 0.25) == 3.0  # type: ignore[arg-type]
+
+
+def test_quantiles_of_nothing_are_none_and_beyond_the_buckets_the_largest_bound() -> None:
+    assert distribution({}, "ttr")["p50"] is None
+    assert distribution({"ttr:+Inf": 3}, "ttr")["p99"] == 864_000.0
+
+
+def test_funnel_record() -> None:
+    counts = {"sent": 4, "delivered": 2, "read": 1, "undelivered": 2, "error:1022": 1,
+              "error:": 1, "ttd:5": 2}  # fmt: skip
+    record = funnel_record(WindowKey("1m", at(0), "acme", "", "marketing"), counts)
+    assert record["windowId"] == f"1m|{at(0)}|acme||marketing"
+    assert (record["country"], record["windowEnd"]) == (None, at(60))
+    assert (record["deliveryRate"], record["readRate"], record["replyRate"]) == (0.5, 0.5, 0.0)
+    assert record["failureRate"] == 0.5
+    assert record["undeliveredByErrorCode"] == {"1022": 1, "unknown": 1}
+    assert record["timeToDeliverSeconds"]["count"] == 2  # type: ignore[index]
+    assert funnel_record(WindowKey("1h", at(0), "", "", ""), {})["deliveryRate"] is None
+
+
+# --- the protocol: exact totals after any crashes ---------------------------------------------
+_STATES = ("queued", "sent", "delivered", "read", "undelivered", "failed", "rejected", "replied")
+
+observations = st.builds(
+    Observation,
+    at=st.integers(0, 7_300).map(at),
+    state=st.sampled_from(_STATES),
+    detail=st.sampled_from([None, "delivered_to_operator", "delivered_to_recipient"]),
+    error_code=st.sampled_from([None, 1013, 1022]),
+    sub_account_id=st.sampled_from([None, "acme", "globex"]),
+    country=st.sampled_from([None, "ID", "DE"]),
+    template_category=st.sampled_from([None, "marketing", "utility"]),
+)
+logs = st.lists(st.tuples(st.integers(0, 7), observations), min_size=1, max_size=60)
+
+
+def expected_totals(log: list[tuple[int, Observation]]) -> dict[WindowKey, Counts]:
+    states: dict[str, MessageState] = {}
+    for umid, observation in log:
+        name = f"m-{umid}"
+        states[name] = merge(states.get(name, MessageState(umid=name)), observation)
+    totals: dict[WindowKey, Counts] = {}
+    for state in states.values():
+        for window, counts in contributions(state).items():
+            totals[window] = add_counts(totals.get(window, {}), counts)
+    return {window: counts for window, counts in totals.items() if counts}
+
+
+def run_with_crashes(
+    log: list[tuple[int, Observation]], rng: random.Random, partitions: int = 2, crashes: int = 4
+) -> dict[WindowKey, Counts]:
+    """Both steps as the agents run them, on `partitions` source partitions, with up
+    to `crashes` crashes at random points of a batch's writes."""
+    sent: list[tuple[Slot, Partial]] = []  # the partials topic
+    for partition in range(partitions):
+        entries = [(f"m-{umid}", obs) for umid, obs in log if umid % partitions == partition]
+        states: dict[str, MessageState] = {}  # what survives a crash (changelog)
+        partials: dict[Slot, Partial] = {}
+        committed = position = 0
+
+        def stored_state(umid: str, states: dict[str, MessageState] = states) -> MessageState:
+            return states.get(umid, MessageState(umid=umid))
+
+        def stored_partial(slot: Slot, partials: dict[Slot, Partial] = partials) -> Partial:
+            return partials.get(slot, EMPTY)
+
+        while position < len(entries):
+            batch = Batch(stored_state, stored_partial, NEVER_FINAL, BASE)
+            end = min(len(entries), position + rng.randint(1, 6))
+            for offset in range(position, end):
+                batch.add(*entries[offset], partition=partition, offset=offset)
+            touched, changed = list(batch.touched.items()), list(batch.changed.items())
+            if crashes and rng.random() < 0.3:  # a crash: some writes made it, some did not
+                crashes -= 1
+                acknowledged = [item for item in touched if rng.random() < 0.7]
+                stored = [item for item in touched if rng.random() < 0.7]
+                sent += acknowledged
+                partials.update(stored)
+                if len(acknowledged) == len(stored) == len(touched):
+                    # all acknowledged and flushed: storing the states had begun
+                    states.update(item for item in changed if rng.random() < 0.5)
+                position = committed
+                continue
+            sent += touched
+            partials.update(touched)
+            states.update(changed)
+            position = end
+            if rng.random() < 0.5:  # commits lag behind
+                committed = position
+    windows: dict[WindowKey, dict[int, Partial]] = {}
+    for (partition, window), partial in sent:  # the windows agent
+        parts = windows.setdefault(window, {})
+        if partial.supersedes(parts.get(partition)):
+            parts[partition] = partial
+    totals = {window: window_total(parts.values()) for window, parts in windows.items()}
+    return {window: counts for window, counts in totals.items() if counts}
+
+
+@settings(max_examples=300, deadline=None)
+@given(log=logs, seed=st.integers(0, 2**32 - 1))
+def test_window_totals_are_exact_after_crashes_duplicates_and_any_order(
+    log: list[tuple[int, Observation]], seed: int
+) -> None:
+    rng = random.Random(seed)
+    repeated = log + rng.sample(log, len(log) // 3)  # sender retries
+    rng.shuffle(repeated)
+    assert run_with_crashes(repeated, rng) == expected_totals(log)
+
+
+@settings(max_examples=100, deadline=None)
+@given(log=logs, seed=st.integers(0, 2**32 - 1))
+def test_window_totals_do_not_depend_on_the_partition_count(
+    log: list[tuple[int, Observation]], seed: int
+) -> None:
+    rng = random.Random(seed)
+    assert run_with_crashes(log, rng, partitions=1, crashes=0) == run_with_crashes(
+        log, rng, partitions=3
+    )
