@@ -46,15 +46,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=60_000, help="receipts to process")
     parser.add_argument("--partitions", type=int, default=6)
     arguments = parser.parse_args()
-    broker = None
-    bootstrap = os.environ.get("WAPIPE_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        broker = LocalBroker(directory=REPO / ".wapipe" / "bench-kafka",
-                             jar_cache=REPO / ".wapipe" / "kafka-jars",
-                             port=19092, controller_port=19093)  # fmt: skip
-        print(f"starting a broker for the benchmark on {broker.bootstrap} ...", flush=True)
-        broker.up()
-        bootstrap = broker.bootstrap
+    broker, bootstrap = start_broker()
     settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=f"bench{int(time.time())}.wa",
                         topic_partitions=arguments.partitions)  # fmt: skip
     try:
@@ -78,6 +70,32 @@ def main() -> int:
     results.mkdir(exist_ok=True)
     (results / f"processors-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report)
     return 0
+
+
+def start_broker() -> tuple[LocalBroker | None, str]:
+    """WAPIPE_KAFKA_BOOTSTRAP if set, else a broker of our own on port 19092."""
+    bootstrap = os.environ.get("WAPIPE_KAFKA_BOOTSTRAP")
+    if bootstrap:
+        return None, bootstrap
+    broker = LocalBroker(directory=REPO / ".wapipe" / "bench-kafka",
+                         jar_cache=REPO / ".wapipe" / "kafka-jars",
+                         port=19092, controller_port=19093)  # fmt: skip
+    print(f"starting a broker for the benchmark on {broker.bootstrap} ...", flush=True)
+    broker.up()
+    return broker, broker.bootstrap
+
+
+def worker_environment(settings: Settings, home: Path) -> tuple[dict[str, str], int]:
+    """The environment of a `wapipe process` worker for `settings`, and its web port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    environment = {**os.environ, "WAPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                   "WAPIPE_TOPIC_PREFIX": settings.topic_prefix,
+                   "WAPIPE_TOPIC_PARTITIONS": str(settings.topic_partitions),
+                   "WAPIPE_HOME": str(home), "WAPIPE_PROCESSOR_WEB_PORT": str(port),
+                   "WAPIPE_LOG_LEVEL": "warning"}  # fmt: skip
+    return environment, port
 
 
 async def _feed(settings: Settings, events: int) -> None:
@@ -126,20 +144,13 @@ async def _bare_loop(settings: Settings, events: int) -> float:
 
 
 def _worker_rate(settings: Settings, job: str, counter: str, events: int, home: Path) -> float:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    environment = {**os.environ, "WAPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-                   "WAPIPE_TOPIC_PREFIX": settings.topic_prefix,
-                   "WAPIPE_TOPIC_PARTITIONS": str(settings.topic_partitions),
-                   "WAPIPE_HOME": str(home), "WAPIPE_PROCESSOR_WEB_PORT": str(port),
-                   "WAPIPE_LOG_LEVEL": "warning"}  # fmt: skip
+    environment, port = worker_environment(settings, home)
     worker = subprocess.Popen([sys.executable, "-m", "wapipe", "process", job], env=environment)
     samples: list[tuple[float, float]] = []
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            count = _counter(port, counter)
+            count = counter_value(port, counter)
             if count:
                 samples.append((time.perf_counter(), count))
             if count >= events:
@@ -154,7 +165,7 @@ def _worker_rate(settings: Settings, job: str, counter: str, events: int, home: 
     return (n1 - n0) / (t1 - t0)
 
 
-def _counter(port: int, name: str) -> float:
+def counter_value(port: int, name: str) -> float:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
             text = answer.read().decode()

@@ -116,8 +116,7 @@ async def _handle_batch(  # DEBUG
         ))  # fmt: skip
         metrics.events.labels(result.topic.suffix).inc()
     # Acknowledged first, remembered after: a crash in between re-sends, never loses.
-    log.warning("DEBUG deliveries", n=len(deliveries))
-    log.warning("DEBUG acks", acks=str(await asyncio.gather(*deliveries)))
+    await asyncio.gather(*deliveries)
     for key, (value, event) in remembered.items():
         with runtime.as_current_event(event):
             seen[key] = value
