@@ -74,10 +74,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     return app
 
 
-async def _handle_batch(  # DEBUG
+async def _handle_batch(
     events: list[Any], seen: Any, sinks: dict[str, Any], metrics: NormalizeMetrics
 ) -> None:
-    log.warning("DEBUG batch", n=len(events))
     deliveries = []
     remembered: dict[str, tuple[str, Any]] = {}  # table key -> (value, its event)
     for event in events:
