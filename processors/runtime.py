@@ -22,6 +22,7 @@ import faust.streams as faust_streams
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from processors.normalize import canonical
 from wapipe.logs import configure_logging, get_logger
 from wapipe.settings import Settings
 
@@ -74,6 +75,9 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
         # faust's worker installs its own log handlers at start; ours replace them,
         # so the processors log JSON lines like the ingester.
         configure_logging(settings, service=job)
+        # Table writes wait in faust's producer buffer, which warns on every write
+        # past 100: a batch writes up to a few per event, by design.
+        app.producer.buffer.max_messages = max(100, 4 * settings.processor_batch_size)
 
     return app
 
@@ -83,6 +87,11 @@ def raw_topic(app: faust.App, *names: str) -> Any:
     return app.topic(
         *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
+
+
+def event_timestamp(at: str | None) -> float | None:
+    """A record's Kafka timestamp (epoch seconds) from its canonical event time."""
+    return None if at is None else canonical.parse_timestamp(at, "at").timestamp()
 
 
 def ttl_options(days: int) -> dict[str, int]:

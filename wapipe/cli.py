@@ -183,6 +183,7 @@ def _ingest(settings: Settings, _: argparse.Namespace) -> int:
 PROCESSOR_JOBS = {
     "normalize": "processors.normalize.app",
     "funnel": "processors.funnel.app",
+    "templates": "processors.templates.app",
 }
 
 

@@ -33,6 +33,7 @@ _TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
 CommaList = Annotated[tuple[str, ...], NoDecode]
 SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
 NetworkList = Annotated[tuple[IPNetwork, ...], NoDecode]
+HoursList = Annotated[tuple[int, ...], NoDecode]
 
 
 def _split_commas(value: Any) -> Any:
@@ -189,6 +190,17 @@ class Settings(BaseSettings):
         "delayed by a Kafka outage or the sender's retries); later ones are dropped and "
         "counted in `wapipe_funnel_late_changes_total`.",
     )
+    template_pause_hours: HoursList = Field(
+        (3, 6),
+        description="Pause of a template at RED strike 1, 2, ... in hours, comma-separated "
+        "(Meta's rule: 3 then 6).",
+    )
+    template_disabling_strike: int = Field(
+        3, ge=1, le=10, description="The RED strike that disables a template for good."
+    )
+    template_pause_check_seconds: float = Field(
+        30.0, gt=0, le=3600, description="How often the templates worker looks for ended pauses."
+    )
 
     # --- Logs -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(
@@ -214,6 +226,21 @@ class Settings(BaseSettings):
     @classmethod
     def _split_secret_lists(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("template_pause_hours", mode="before")
+    @classmethod
+    def _split_hours(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _check_template_pauses(self) -> Settings:
+        pauses = self.template_pause_hours
+        if len(pauses) < self.template_disabling_strike - 1 or any(h <= 0 for h in pauses):
+            raise ValueError(
+                f"WAPIPE_TEMPLATE_PAUSE_HOURS needs a positive pause for each of the "
+                f"{self.template_disabling_strike - 1} strikes before the disabling one"
+            )
+        return self
 
     @field_validator("allowed_networks", "trusted_proxies", mode="before")
     @classmethod

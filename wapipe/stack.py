@@ -25,6 +25,7 @@ SERVICES: dict[str, tuple[list[str], dict[str, str]]] = {
     "ingest": (["ingest"], {}),
     "normalize": (["process", "normalize"], {"WAPIPE_PROCESSOR_WEB_PORT": "6066"}),
     "funnel": (["process", "funnel"], {"WAPIPE_PROCESSOR_WEB_PORT": "6067"}),
+    "templates": (["process", "templates"], {"WAPIPE_PROCESSOR_WEB_PORT": "6068"}),
 }
 _STOP_GRACE_SECONDS = 30.0
 

@@ -103,11 +103,16 @@ FUNNEL_OBSERVATIONS = TopicSpec(
 FUNNEL_PARTIALS = TopicSpec(
     "funnel.partials", "subAccountId", "per-partition parts of the funnel windows (internal)"
 )
+# Internal to the templates job: "a pause may have ended" ticks from its timer, keyed
+# by templateId, so that the template's own agent applies them to its state.
+TEMPLATE_TICKS = TopicSpec(
+    "templates.ticks", "templateId", "pause-end checks of the templates timer (internal)"
+)
 
 TOPICS: tuple[TopicSpec, ...] = (
     RAW, INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT,
     MESSAGE_STATE, FUNNEL, TEMPLATE_STATE, PHONE_STATE, ALERTS, DEADLETTER,
-    FUNNEL_OBSERVATIONS, FUNNEL_PARTIALS,
+    FUNNEL_OBSERVATIONS, FUNNEL_PARTIALS, TEMPLATE_TICKS,
 )  # fmt: skip
 
 

@@ -48,7 +48,6 @@ from processors.funnel.windows import (
     funnel_record,
     window_total,
 )
-from processors.normalize import canonical
 from processors.normalize.records import InboundMessage, Receipt, record_from_value
 from wapipe import topics
 from wapipe.settings import Settings
@@ -172,7 +171,7 @@ class _MessageBatch:
         deliveries = [
             await outputs.message_state.send(
                 key=umid.encode(), value=orjson.dumps(message_state_value(state)),
-                timestamp=_epoch(state.last_event_at),
+                timestamp=runtime.event_timestamp(state.last_event_at),
             )
             for umid, state in self.fold.changed.items()
         ]  # fmt: skip
@@ -182,7 +181,7 @@ class _MessageBatch:
                 key=key.sub_account_id.encode(),
                 value=orjson.dumps({"window": key.encode(), "partition": partition,
                                     **partial.value()}),
-                timestamp=_epoch(key.start),
+                timestamp=runtime.event_timestamp(key.start),
             ))  # fmt: skip
             with runtime.as_current_event(self.events[slot]):
                 self.partials[slot_id(slot)] = orjson.dumps(partial.value()).decode()
@@ -231,7 +230,7 @@ async def _publish_windows(
         record = funnel_record(key, window_total(Partial.from_value(p) for p in parts.values()))
         deliveries.append(await outputs.funnel.send(
             key=key.sub_account_id.encode(), value=orjson.dumps(record),
-            timestamp=_epoch(key.start),
+            timestamp=runtime.event_timestamp(key.start),
         ))  # fmt: skip
         gauges.show(key, record)
     await asyncio.gather(*deliveries)
@@ -239,8 +238,3 @@ async def _publish_windows(
     for window_id, (parts, event) in touched.items():
         with runtime.as_current_event(event):
             window_parts[window_id] = orjson.dumps(parts).decode()
-
-
-def _epoch(at: str | None) -> float | None:
-    """A record's Kafka timestamp (epoch seconds) from its canonical event time."""
-    return None if at is None else canonical.parse_timestamp(at, "at").timestamp()

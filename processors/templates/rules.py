@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from processors.alerts import Alert, Severity, make_id
+from processors.event_order import NOTHING, Applied
 from processors.normalize import canonical
 from processors.normalize.records import TemplateEvent
 
@@ -56,21 +58,11 @@ class TemplateState:
     paused_until: str | None = None
     disabled: bool = False
     disable_date: str | None = None
-    updated_at: str | None = None  # the time of the latest event applied
-    applied_at_updated: tuple[str, ...] = ()  # ids of the events applied at `updated_at`
+    applied: Applied = NOTHING  # the latest event time applied (`updatedAt`), its ids
 
-
-@dataclass(frozen=True)
-class Alert:
-    """The record of `whatsapp.alerts`."""
-
-    alert_id: str
-    type: str
-    severity: str  # info, warning, critical
-    occurred_at: str
-    subject: dict[str, str | None]
-    summary: str
-    details: dict[str, object]
+    @property
+    def updated_at(self) -> str | None:
+        return self.applied.at
 
 
 @dataclass(frozen=True)
@@ -95,21 +87,15 @@ def apply(state: TemplateState, event: TemplateEvent, policy: StrikePolicy) -> O
     at = event.occurred_at or event.received_at
     if at is None:  # normalize always gives a receipt time; be total anyway
         return Outcome(state, ignored="stale")
-    if state.updated_at is not None:
-        if at < state.updated_at:
-            return Outcome(state, ignored="stale")
-        if at == state.updated_at and event.event_id in state.applied_at_updated:
-            return Outcome(state, ignored="duplicate")
-    applied = (
-        (*state.applied_at_updated, event.event_id) if at == state.updated_at else (event.event_id,)
-    )
+    refusal = state.applied.refuses(at, event.event_id)
+    if refusal is not None:
+        return Outcome(state, ignored=refusal)
     state = replace(
         state,
         template_name=event.template_name or state.template_name,
         template_language=event.template_language or state.template_language,
         business_account_id=event.business_account_id or state.business_account_id,
-        updated_at=at,
-        applied_at_updated=applied,
+        applied=state.applied.plus(at, event.event_id),
     )
     if event.new_quality is not None:
         return _quality(state, event, at, policy)
@@ -294,7 +280,7 @@ def _category(state: TemplateState, event: TemplateEvent, at: str) -> Outcome:
 def _alert(
     state: TemplateState,
     kind: str,
-    severity: str,
+    severity: Severity,
     at: str,
     *,
     key: str,
@@ -302,7 +288,7 @@ def _alert(
     details: dict[str, object],
 ) -> Alert:
     return Alert(
-        alert_id=f"{kind}|{state.template_id}|{key}",
+        alert_id=make_id(kind, state.template_id, key),
         type=kind,
         severity=severity,
         occurred_at=at,
@@ -331,3 +317,21 @@ def _worse(previous: str, new: str) -> bool:
 def _plus_hours(at: str, hours: int) -> str:
     moment = canonical.parse_timestamp(at, "at") + timedelta(hours=hours)
     return canonical.format_timestamp(moment)
+
+
+def template_state_value(state: TemplateState) -> dict[str, object]:
+    """The record of `whatsapp.template_state` (camelCase, CONTRACT.md)."""
+    return {
+        "templateId": state.template_id,
+        "templateName": state.template_name,
+        "templateLanguage": state.template_language,
+        "businessAccountId": state.business_account_id,
+        "status": state.status,
+        "quality": state.quality,
+        "category": state.category,
+        "redStrikes": state.red_strikes,
+        "pausedUntil": state.paused_until,
+        "disabled": state.disabled,
+        "disableDate": state.disable_date,
+        "updatedAt": state.updated_at,
+    }

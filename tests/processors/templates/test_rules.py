@@ -11,10 +11,10 @@ from functools import reduce
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processors.alerts import Alert
 from processors.normalize import canonical
 from processors.normalize.records import TemplateEvent
 from processors.templates.rules import (
-    Alert,
     Outcome,
     StrikePolicy,
     TemplateState,

@@ -1,0 +1,235 @@
+"""Phone-number health and account events: states and alerts as pure functions.
+
+A phone number's state follows its latest event (`event_order`): its messaging
+tier, the history of its tiers, and its quality flag. The tier is what normalize
+read from `maxDailyConversationsPerBusiness`, else the deprecated `currentLimit`.
+Tier names Meta retired or has not told us about are kept as they are; a change
+between two tiers we can rank is an upgrade or a downgrade by their rank, else
+by what the event says (UPGRADE, DOWNGRADE).
+
+Account events change no state here: each raises its alert, with a deterministic
+id (the event time names the condition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from processors.alerts import Alert, Severity, make_id
+from processors.event_order import NOTHING, Applied
+from processors.normalize.records import AccountEvent, PhoneEvent
+
+# Unique customers per rolling 24 h, in order; both spellings of unlimited.
+TIER_RANK = {
+    "TIER_NOT_SET": 0,
+    "TIER_50": 1,
+    "TIER_250": 2,
+    "TIER_1K": 3,
+    "TIER_2K": 4,
+    "TIER_10K": 5,
+    "TIER_100K": 6,
+    "TIER_UNLIMITED": 7,
+    "UNLIMITED": 7,
+}
+LOW_TIERS = frozenset({"TIER_NOT_SET", "TIER_50", "TIER_250"})  # a downgrade here is critical
+HISTORY_LENGTH = 20  # tier changes kept per number
+
+
+@dataclass(frozen=True)
+class TierChange:
+    at: str
+    tier: str
+
+
+@dataclass(frozen=True)
+class PhoneState:
+    """The record of `whatsapp.phone_state` (snake_case here, camelCase on the topic)."""
+
+    display_phone_number: str
+    business_account_id: str | None = None
+    tier: str | None = None
+    tier_history: tuple[TierChange, ...] = ()  # the latest last
+    flagged: bool = False
+    flag_reason: str | None = None
+    last_event: str | None = None  # Meta's `event` of the latest event applied
+    applied: Applied = NOTHING
+
+    @property
+    def updated_at(self) -> str | None:
+        return self.applied.at
+
+
+@dataclass(frozen=True)
+class PhoneOutcome:
+    state: PhoneState
+    alerts: tuple[Alert, ...] = ()
+    ignored: str | None = None  # "duplicate" or "stale"
+
+
+def apply(state: PhoneState, event: PhoneEvent) -> PhoneOutcome:
+    """`state` after `event`, with the alerts it raises."""
+    at = event.occurred_at or event.received_at
+    if at is None:
+        return PhoneOutcome(state, ignored="stale")
+    refusal = state.applied.refuses(at, event.event_id)
+    if refusal is not None:
+        return PhoneOutcome(state, ignored=refusal)
+    state = replace(
+        state,
+        business_account_id=event.business_account_id or state.business_account_id,
+        last_event=event.event,
+        applied=state.applied.plus(at, event.event_id),
+    )
+    alerts: list[Alert] = []
+    if event.event == "FLAGGED":
+        state = replace(state, flagged=True, flag_reason=event.reason)
+        alerts.append(
+            _alert(
+                state,
+                "PHONE_NUMBER_FLAGGED",
+                "warning",
+                at,
+                f"{_number(state)} is flagged for quality ({event.reason or 'no reason given'}).",
+                {"reason": event.reason},
+            )
+        )
+    elif event.event == "UNFLAGGED":
+        state = replace(state, flagged=False, flag_reason=None)
+        alerts.append(
+            _alert(
+                state,
+                "PHONE_NUMBER_UNFLAGGED",
+                "info",
+                at,
+                f"{_number(state)} is no longer flagged.",
+                {"reason": event.reason},
+            )
+        )
+    if event.current_limit is not None and event.current_limit != state.tier:
+        previous = state.tier or event.old_limit
+        history = (*state.tier_history, TierChange(at, event.current_limit))[-HISTORY_LENGTH:]
+        state = replace(state, tier=event.current_limit, tier_history=history)
+        direction = _direction(previous, event.current_limit, event.event)
+        if direction is not None:
+            alerts.append(_tier_alert(state, direction, previous, at))
+    return PhoneOutcome(state, tuple(alerts))
+
+
+def account_alerts(event: AccountEvent) -> tuple[Alert, ...]:
+    """The alert an account event raises: restriction, violation, failed verification."""
+    at = event.occurred_at or event.received_at
+    account = event.business_account_id or event.account_id or ""
+    if at is None:
+        return ()
+    subject = {"businessAccountId": event.business_account_id, "accountId": event.account_id}
+    details = event.details
+    if event.event == "ACCOUNT_RESTRICTION":
+        restrictions = _items(details.get("restrictionInfo"))
+        what = ", ".join(str(r.get("restrictionType")) for r in restrictions) or "unknown"
+        until = ", ".join(str(r.get("expiration")) for r in restrictions if r.get("expiration"))
+        return (
+            Alert(
+                make_id("ACCOUNT_RESTRICTED", account, at),
+                "ACCOUNT_RESTRICTED",
+                "critical",
+                at,
+                subject,
+                f"Account {account} is restricted: {what}" + (f" until {until}." if until else "."),
+                {"restrictions": restrictions, "phoneNumber": details.get("phoneNumber")},
+            ),
+        )
+    if event.event == "ACCOUNT_VIOLATION":
+        violation = details.get("violationInfo")
+        return (
+            Alert(
+                make_id("ACCOUNT_VIOLATION", account, at),
+                "ACCOUNT_VIOLATION",
+                "critical",
+                at,
+                subject,
+                f"Meta reports a policy violation on account {account}.",
+                {"violation": violation},
+            ),
+        )
+    if event.event == "BUSINESS_VERIFICATION_STATUS_UPDATE":
+        info = details.get("businessVerificationInfo")
+        verification = info if isinstance(info, dict) else {}
+        status = str(verification.get("status", "")).upper()
+        if status in {"REJECTED", "FAILED", "DECLINED"}:
+            reasons = verification.get("rejectionReasons") or verification.get("rejection_reasons")
+            return (
+                Alert(
+                    make_id("BUSINESS_VERIFICATION_FAILED", account, at),
+                    "BUSINESS_VERIFICATION_FAILED",
+                    "warning",
+                    at,
+                    subject,
+                    f"Business verification of account {account} failed.",
+                    {"status": status, "rejectionReasons": reasons},
+                ),
+            )
+    return ()
+
+
+def phone_state_value(state: PhoneState) -> dict[str, object]:
+    """The record of `whatsapp.phone_state` (camelCase, CONTRACT.md)."""
+    return {
+        "displayPhoneNumber": state.display_phone_number,
+        "businessAccountId": state.business_account_id,
+        "currentLimit": state.tier,
+        "tierHistory": [{"at": change.at, "tier": change.tier} for change in state.tier_history],
+        "flagged": state.flagged,
+        "flagReason": state.flag_reason,
+        "lastEvent": state.last_event,
+        "updatedAt": state.updated_at,
+    }
+
+
+def _direction(previous: str | None, new: str, said: str | None) -> str | None:
+    if previous in TIER_RANK and new in TIER_RANK:
+        if TIER_RANK[new] == TIER_RANK[previous]:  # e.g. UNLIMITED renamed TIER_UNLIMITED
+            return None
+        return "UPGRADED" if TIER_RANK[new] > TIER_RANK[previous] else "DOWNGRADED"
+    return {"UPGRADE": "UPGRADED", "DOWNGRADE": "DOWNGRADED"}.get(said or "")
+
+
+def _tier_alert(state: PhoneState, direction: str, previous: str | None, at: str) -> Alert:
+    new = state.tier
+    if direction == "UPGRADED":
+        severity: Severity = "info"
+    else:
+        severity = "critical" if new in LOW_TIERS else "warning"
+    return _alert(
+        state,
+        f"MESSAGING_LIMIT_{direction}",
+        severity,
+        at,
+        f"{_number(state)}: messaging limit {direction.lower()} from "
+        f"{previous or 'unknown'} to {new}.",
+        {"oldLimit": previous, "currentLimit": new},
+    )
+
+
+def _alert(
+    state: PhoneState,
+    kind: str,
+    severity: Severity,
+    at: str,
+    summary: str,
+    details: dict[str, object],
+) -> Alert:
+    subject = {
+        "displayPhoneNumber": state.display_phone_number,
+        "businessAccountId": state.business_account_id,
+    }
+    return Alert(
+        make_id(kind, state.display_phone_number, at), kind, severity, at, subject, summary, details
+    )
+
+
+def _number(state: PhoneState) -> str:
+    return f"Phone number +{state.display_phone_number}"
+
+
+def _items(value: object) -> list[dict[str, object]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []

@@ -1,0 +1,149 @@
+"""The templates worker: template events in; each template's state and its alerts out.
+
+One agent, thin wiring around `rules.apply` and `rules.end_pause`: it reads
+`whatsapp.template` and the internal `<prefix>.templates.ticks` (both keyed by
+templateId), applies each event to its template's state, sends the changed states
+to `whatsapp.template_state` (compacted) and the alerts to `whatsapp.alerts`,
+waits for Kafka's acknowledgement, then stores the states.
+
+A timer looks for pauses that have ended. It does not change the state itself (a
+table write belongs to an event of the key's partition): it sends a tick for the
+template, which the agent applies like any event.
+
+Exact under crashes like the other jobs (README, "Exact under crashes"): a
+replayed event is either applied again to the state before it, giving the same
+state and the same alert ids, or, when that state was stored, is a duplicate or
+older than the state and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from prometheus_client import CollectorRegistry, Counter
+
+from processors import runtime
+from processors.alerts import Alert, alert_value
+from processors.event_order import Applied
+from processors.normalize import canonical
+from processors.normalize.records import TemplateEvent, record_from_value
+from processors.templates.rules import (
+    StrikePolicy,
+    TemplateState,
+    apply,
+    end_pause,
+    template_state_value,
+)
+from wapipe import topics
+from wapipe.logs import get_logger
+from wapipe.settings import Settings
+
+log = get_logger(__name__)
+
+
+class TemplateMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "wapipe_templates_events",
+            "Template events by outcome: applied, duplicate, stale (older than the state), tick.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.disagreements = Counter(
+            "wapipe_templates_strike_disagreements",
+            "Meta's strike count (otherInfo.title) differed from ours; Meta's was taken.",
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "wapipe_templates_alerts", "Alerts sent, by type.", ["type"], registry=registry
+        )
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
+    registry = registry or CollectorRegistry()
+    metrics = TemplateMetrics(registry)
+    app = runtime.create_app(settings, "templates", registry)
+    prefix = settings.topic_prefix
+    ticks_name = topics.TEMPLATE_TICKS.name(prefix)
+    sources = runtime.raw_topic(app, topics.TEMPLATE.name(prefix), ticks_name)
+    ticks = runtime.raw_topic(app, ticks_name)
+    state_topic = runtime.raw_topic(app, topics.TEMPLATE_STATE.name(prefix))
+    alerts_topic = runtime.raw_topic(app, topics.ALERTS.name(prefix))
+    policy = StrikePolicy(settings.template_pause_hours, settings.template_disabling_strike)
+    # templateId -> its state (JSON). No TTL: templates are few and live for years.
+    states = app.Table("templates", key_type=str, value_type=str, default=None)
+
+    @app.agent(sources, name="template_states")
+    async def template_states(stream: Any) -> None:
+        async def handle(events: list[Any]) -> None:
+            changed: dict[str, tuple[TemplateState, Any]] = {}
+            alerts: list[Alert] = []
+            for event in events:
+                template_id = event.message.key.decode()
+                with runtime.as_current_event(event):
+                    before = changed[template_id][0] if template_id in changed else (
+                        _stored(states, template_id)
+                    )  # fmt: skip
+                value = orjson.loads(event.message.value)
+                if event.message.topic == ticks_name:
+                    outcome = end_pause(before, value["now"])
+                    metrics.events.labels("tick").inc()
+                else:
+                    outcome = apply(before, record_from_value(TemplateEvent, value), policy)
+                    metrics.events.labels(outcome.ignored or "applied").inc()
+                if outcome.disagreement is not None:
+                    metrics.disagreements.inc()
+                    log.warning("Meta's strike count differs from ours; taking Meta's",
+                                template_id=template_id, ours=outcome.disagreement.ours,
+                                metas=outcome.disagreement.metas,
+                                title=outcome.disagreement.title)  # fmt: skip
+                if outcome.state != before:
+                    changed[template_id] = (outcome.state, event)
+                alerts += outcome.alerts
+            deliveries = [
+                await state_topic.send(
+                    key=template_id.encode(), value=orjson.dumps(template_state_value(state)),
+                    timestamp=runtime.event_timestamp(state.updated_at),
+                )
+                for template_id, (state, _) in changed.items()
+            ]  # fmt: skip
+            for alert in alerts:
+                deliveries.append(await alerts_topic.send(
+                    key=str(alert.subject["templateId"]).encode(),
+                    value=orjson.dumps(alert_value(alert)),
+                    timestamp=runtime.event_timestamp(alert.occurred_at),
+                ))  # fmt: skip
+                metrics.alerts.labels(alert.type).inc()
+            # Acknowledged first, stored after: a crash in between re-sends the same.
+            await asyncio.gather(*deliveries)
+            for template_id, (state, event) in changed.items():
+                with runtime.as_current_event(event):
+                    states[template_id] = orjson.dumps(asdict(state)).decode()
+
+        await runtime.handle_batches(stream, settings, "templates", handle)
+
+    @app.timer(settings.template_pause_check_seconds)  # type: ignore[untyped-decorator]
+    async def notice_ended_pauses() -> None:
+        now = canonical.format_timestamp(datetime.now(UTC))
+        for template_id, data in list(states.items()):
+            state = _load(data)
+            if state.paused_until is not None and not state.disabled and state.paused_until <= now:
+                await ticks.send(key=template_id.encode(), value=orjson.dumps({"now": now}))
+
+    return app
+
+
+def _stored(states: Any, template_id: str) -> TemplateState:
+    data = states.get(template_id)
+    return _load(data) if data is not None else TemplateState(template_id=template_id)
+
+
+def _load(data: str) -> TemplateState:
+    raw = orjson.loads(data)
+    raw["applied"] = Applied(raw["applied"]["at"], tuple(raw["applied"]["event_ids"]))
+    return TemplateState(**raw)
