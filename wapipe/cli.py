@@ -184,6 +184,7 @@ PROCESSOR_JOBS = {
     "normalize": "processors.normalize.app",
     "funnel": "processors.funnel.app",
     "templates": "processors.templates.app",
+    "phones": "processors.phones.app",
 }
 
 

@@ -190,6 +190,29 @@ class Settings(BaseSettings):
         "delayed by a Kafka outage or the sender's retries); later ones are dropped and "
         "counted in `wapipe_funnel_late_changes_total`.",
     )
+    funnel_alert_window: Literal["1m", "1h"] = Field(
+        "1h", description="The funnel window size the rate alerts look at."
+    )
+    funnel_failure_rate_alert: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="DELIVERY_FAILURE_SPIKE when a sub-account's window has at least this "
+        "share of undelivered among its delivered and undelivered messages.",
+    )
+    funnel_read_rate_alert: float = Field(
+        0.3,
+        ge=0,
+        lt=1,
+        description="READ_RATE_DROP when a sub-account's window has read at most this share "
+        "of the messages delivered in it.",
+    )
+    funnel_alert_min_volume: int = Field(
+        50,
+        ge=1,
+        description="Messages a sub-account's window needs before a rate alert (so 1 failure "
+        "of 2 messages is no spike).",
+    )
     template_pause_hours: HoursList = Field(
         (3, 6),
         description="Pause of a template at RED strike 1, 2, ... in hours, comma-separated "

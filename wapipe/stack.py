@@ -26,6 +26,7 @@ SERVICES: dict[str, tuple[list[str], dict[str, str]]] = {
     "normalize": (["process", "normalize"], {"WAPIPE_PROCESSOR_WEB_PORT": "6066"}),
     "funnel": (["process", "funnel"], {"WAPIPE_PROCESSOR_WEB_PORT": "6067"}),
     "templates": (["process", "templates"], {"WAPIPE_PROCESSOR_WEB_PORT": "6068"}),
+    "phones": (["process", "phones"], {"WAPIPE_PROCESSOR_WEB_PORT": "6069"}),
 }
 _STOP_GRACE_SECONDS = 30.0
 

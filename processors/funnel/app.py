@@ -30,8 +30,15 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from processors import runtime
+from processors.alerts import alert_value
 from processors.funnel.batch import Batch, Slot, slot_id
 from processors.funnel.metrics import FunnelMetrics, WindowGauges
+from processors.funnel.rate_alerts import (
+    RateThresholds,
+    rate_alerts,
+    subaccount_key,
+    subaccount_total,
+)
 from processors.funnel.state import (
     MessageState,
     Observation,
@@ -68,6 +75,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         message_state=runtime.raw_topic(app, topics.MESSAGE_STATE.name(prefix)),
         partials=partials_topic,
         funnel=runtime.raw_topic(app, topics.FUNNEL.name(prefix)),
+        alerts=runtime.raw_topic(app, topics.ALERTS.name(prefix)),
     )
     window_ttl = runtime.ttl_options(settings.funnel_window_days + 1)
     # umid -> the message's state (JSON). The TTL counts from the last write, i.e.
@@ -80,7 +88,16 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     # window id -> {source partition: Partial}, the windows' parts.
     window_parts = app.Table("windows", key_type=str, value_type=str, default=None,
                              options=window_ttl)  # fmt: skip
+    # sub-account window id -> its parts' counts and the alerts sent (rate alerts' size only).
+    subaccounts = app.Table("subaccount_windows", key_type=str, value_type=str, default=None,
+                            options=window_ttl)  # fmt: skip
     final_after = timedelta(days=settings.funnel_window_days)
+    limits = RateThresholds(
+        window=settings.funnel_alert_window,
+        failure_rate=settings.funnel_failure_rate_alert,
+        read_rate=settings.funnel_read_rate_alert,
+        min_volume=settings.funnel_alert_min_volume,
+    )
 
     @app.agent(sources, name="observations")
     async def observe(stream: Any) -> None:
@@ -114,7 +131,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @app.agent(partials_topic, name="windows")
     async def windows(stream: Any) -> None:
         async def handle(events: list[Any]) -> None:
-            await _publish_windows(events, window_parts, outputs, metrics, gauges)
+            batch = _WindowBatch(window_parts, subaccounts, limits)
+            for event in events:
+                batch.take(event)
+            await batch.publish(outputs, metrics, gauges)
 
         await runtime.handle_batches(stream, settings, "funnel", handle)
 
@@ -126,8 +146,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
 
 class _Outputs:
-    def __init__(self, message_state: Any, partials: Any, funnel: Any) -> None:
+    def __init__(self, message_state: Any, partials: Any, funnel: Any, alerts: Any) -> None:
         self.message_state, self.partials, self.funnel = message_state, partials, funnel
+        self.alerts = alerts
 
 
 def _observation(
@@ -203,38 +224,71 @@ class _MessageBatch:
         return Partial.from_value(orjson.loads(data)) if data is not None else EMPTY
 
 
-async def _publish_windows(
-    events: list[Any], window_parts: Any, outputs: _Outputs, metrics: FunnelMetrics,
-    gauges: WindowGauges,
-) -> None:  # fmt: skip
-    """Take each partial into its window, send every touched window's totals, then
-    store the windows (a replay re-sends the same totals)."""
-    touched: dict[str, tuple[dict[str, Any], Any]] = {}  # window id -> (parts, an event)
-    for event in events:
+class _WindowBatch:
+    """One batch of the windows agent: each partial taken into its window, every
+    touched window's totals sent, the rate alerts of the sub-accounts' windows sent;
+    then the windows stored (a replay re-sends the same totals and alert ids)."""
+
+    def __init__(self, window_parts: Any, subaccounts: Any, limits: RateThresholds) -> None:
+        self.window_parts, self.subaccounts, self.limits = window_parts, subaccounts, limits
+        self.touched: dict[str, tuple[dict[str, Any], Any]] = {}  # window id -> (parts, event)
+        # sub-account window id -> ({"parts": {window id: counts}, "alerted": [alert ids]},
+        # an event)
+        self.totals: dict[str, tuple[dict[str, Any], Any]] = {}
+
+    def take(self, event: Any) -> None:
         value = orjson.loads(event.message.value)
         window_id, partition = value["window"], str(value["partition"])
         partial = Partial.from_value(value)
-        if window_id in touched:
-            parts = touched[window_id][0]
-        else:
-            with runtime.as_current_event(event):
-                stored = window_parts.get(window_id)
-            parts = orjson.loads(stored) if stored is not None else {}
+        parts = self._stored(self.window_parts, window_id, self.touched, event)
         current = parts.get(partition)
         if partial.supersedes(Partial.from_value(current) if current is not None else None):
             parts[partition] = partial.value()
-        touched[window_id] = (parts, event)
-    deliveries = []
-    for window_id, (parts, _) in touched.items():
-        key = WindowKey.decode(window_id)
-        record = funnel_record(key, window_total(Partial.from_value(p) for p in parts.values()))
-        deliveries.append(await outputs.funnel.send(
-            key=key.sub_account_id.encode(), value=orjson.dumps(record),
-            timestamp=runtime.event_timestamp(key.start),
-        ))  # fmt: skip
-        gauges.show(key, record)
-    await asyncio.gather(*deliveries)
-    metrics.window_records.inc(len(touched))
-    for window_id, (parts, event) in touched.items():
-        with runtime.as_current_event(event):
-            window_parts[window_id] = orjson.dumps(parts).decode()
+        self.touched[window_id] = (parts, event)
+
+    async def publish(
+        self, outputs: _Outputs, metrics: FunnelMetrics, gauges: WindowGauges
+    ) -> None:
+        deliveries = []
+        for window_id, (parts, event) in self.touched.items():
+            key = WindowKey.decode(window_id)
+            counts = window_total(Partial.from_value(p) for p in parts.values())
+            record = funnel_record(key, counts)
+            deliveries.append(await outputs.funnel.send(
+                key=key.sub_account_id.encode(), value=orjson.dumps(record),
+                timestamp=runtime.event_timestamp(key.start),
+            ))  # fmt: skip
+            gauges.show(key, record)
+            if key.size == self.limits.window:
+                whole = subaccount_key(key).encode()
+                total = self._stored(self.subaccounts, whole, self.totals, event)
+                total.setdefault("parts", {})[window_id] = counts
+                self.totals[whole] = (total, event)
+        for whole, (total, _) in self.totals.items():
+            key = WindowKey.decode(whole)
+            alerted = total.setdefault("alerted", [])
+            for alert in rate_alerts(key, subaccount_total(total["parts"].values()), self.limits):
+                if alert.alert_id in alerted:
+                    continue  # the same condition is alerted once
+                alerted.append(alert.alert_id)
+                deliveries.append(await outputs.alerts.send(
+                    key=key.sub_account_id.encode(), value=orjson.dumps(alert_value(alert)),
+                    timestamp=runtime.event_timestamp(alert.occurred_at),
+                ))  # fmt: skip
+                metrics.alerts.labels(alert.type).inc()
+        await asyncio.gather(*deliveries)
+        metrics.window_records.inc(len(self.touched))
+        for table, entries in ((self.window_parts, self.touched), (self.subaccounts, self.totals)):
+            for key_id, (value, event) in entries.items():
+                with runtime.as_current_event(event):
+                    table[key_id] = orjson.dumps(value).decode()
+
+    @staticmethod
+    def _stored(table: Any, key_id: str, batch: dict[str, Any], event: Any) -> dict[str, Any]:
+        """The value of `key_id` as this batch has it (a dict), registered in `batch`."""
+        if key_id not in batch:
+            with runtime.as_current_event(event):
+                stored = table.get(key_id)
+            batch[key_id] = (orjson.loads(stored) if stored is not None else {}, event)
+        value: dict[str, Any] = batch[key_id][0]
+        return value

@@ -41,6 +41,9 @@ class FunnelMetrics:
             "(WAPIPE_FUNNEL_WINDOW_DAYS past its end).",
             registry=registry,
         )
+        self.alerts = Counter(
+            "wapipe_funnel_alerts", "Rate alerts sent, by type.", ["type"], registry=registry
+        )
         self.window_records = Counter(
             "wapipe_funnel_window_records",
             "whatsapp.funnel records written (one per changed window and batch).",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from processors.alerts import Alert, Severity, make_id
-from processors.event_order import NOTHING, Applied
+from processors.event_order import NOTHING, Applied, identity
 from processors.normalize.records import AccountEvent, PhoneEvent
 
 # Unique customers per rolling 24 h, in order; both spellings of unlimited.
@@ -71,14 +71,16 @@ def apply(state: PhoneState, event: PhoneEvent) -> PhoneOutcome:
     at = event.occurred_at or event.received_at
     if at is None:
         return PhoneOutcome(state, ignored="stale")
-    refusal = state.applied.refuses(at, event.event_id)
+    event_identity = identity(event)
+    occurrence = f"{at}|{event_identity}"  # names the event in its alerts' ids
+    refusal = state.applied.refuses(at, event_identity)
     if refusal is not None:
         return PhoneOutcome(state, ignored=refusal)
     state = replace(
         state,
         business_account_id=event.business_account_id or state.business_account_id,
         last_event=event.event,
-        applied=state.applied.plus(at, event.event_id),
+        applied=state.applied.plus(at, event_identity),
     )
     alerts: list[Alert] = []
     if event.event == "FLAGGED":
@@ -88,7 +90,7 @@ def apply(state: PhoneState, event: PhoneEvent) -> PhoneOutcome:
                 state,
                 "PHONE_NUMBER_FLAGGED",
                 "warning",
-                at,
+                (at, occurrence),
                 f"{_number(state)} is flagged for quality ({event.reason or 'no reason given'}).",
                 {"reason": event.reason},
             )
@@ -100,7 +102,7 @@ def apply(state: PhoneState, event: PhoneEvent) -> PhoneOutcome:
                 state,
                 "PHONE_NUMBER_UNFLAGGED",
                 "info",
-                at,
+                (at, occurrence),
                 f"{_number(state)} is no longer flagged.",
                 {"reason": event.reason},
             )
@@ -111,7 +113,7 @@ def apply(state: PhoneState, event: PhoneEvent) -> PhoneOutcome:
         state = replace(state, tier=event.current_limit, tier_history=history)
         direction = _direction(previous, event.current_limit, event.event)
         if direction is not None:
-            alerts.append(_tier_alert(state, direction, previous, at))
+            alerts.append(_tier_alert(state, direction, previous, (at, occurrence)))
     return PhoneOutcome(state, tuple(alerts))
 
 
@@ -121,6 +123,7 @@ def account_alerts(event: AccountEvent) -> tuple[Alert, ...]:
     account = event.business_account_id or event.account_id or ""
     if at is None:
         return ()
+    occurrence = f"{at}|{identity(event)}"
     subject = {"businessAccountId": event.business_account_id, "accountId": event.account_id}
     details = event.details
     if event.event == "ACCOUNT_RESTRICTION":
@@ -129,7 +132,7 @@ def account_alerts(event: AccountEvent) -> tuple[Alert, ...]:
         until = ", ".join(str(r.get("expiration")) for r in restrictions if r.get("expiration"))
         return (
             Alert(
-                make_id("ACCOUNT_RESTRICTED", account, at),
+                make_id("ACCOUNT_RESTRICTED", account, occurrence),
                 "ACCOUNT_RESTRICTED",
                 "critical",
                 at,
@@ -142,7 +145,7 @@ def account_alerts(event: AccountEvent) -> tuple[Alert, ...]:
         violation = details.get("violationInfo")
         return (
             Alert(
-                make_id("ACCOUNT_VIOLATION", account, at),
+                make_id("ACCOUNT_VIOLATION", account, occurrence),
                 "ACCOUNT_VIOLATION",
                 "critical",
                 at,
@@ -159,7 +162,7 @@ def account_alerts(event: AccountEvent) -> tuple[Alert, ...]:
             reasons = verification.get("rejectionReasons") or verification.get("rejection_reasons")
             return (
                 Alert(
-                    make_id("BUSINESS_VERIFICATION_FAILED", account, at),
+                    make_id("BUSINESS_VERIFICATION_FAILED", account, occurrence),
                     "BUSINESS_VERIFICATION_FAILED",
                     "warning",
                     at,
@@ -193,7 +196,9 @@ def _direction(previous: str | None, new: str, said: str | None) -> str | None:
     return {"UPGRADE": "UPGRADED", "DOWNGRADE": "DOWNGRADED"}.get(said or "")
 
 
-def _tier_alert(state: PhoneState, direction: str, previous: str | None, at: str) -> Alert:
+def _tier_alert(
+    state: PhoneState, direction: str, previous: str | None, when: tuple[str, str]
+) -> Alert:
     new = state.tier
     if direction == "UPGRADED":
         severity: Severity = "info"
@@ -203,7 +208,7 @@ def _tier_alert(state: PhoneState, direction: str, previous: str | None, at: str
         state,
         f"MESSAGING_LIMIT_{direction}",
         severity,
-        at,
+        when,
         f"{_number(state)}: messaging limit {direction.lower()} from "
         f"{previous or 'unknown'} to {new}.",
         {"oldLimit": previous, "currentLimit": new},
@@ -214,16 +219,23 @@ def _alert(
     state: PhoneState,
     kind: str,
     severity: Severity,
-    at: str,
+    when: tuple[str, str],  # (event time, occurrence: the event's time and identity)
     summary: str,
     details: dict[str, object],
 ) -> Alert:
+    at, occurrence = when
     subject = {
         "displayPhoneNumber": state.display_phone_number,
         "businessAccountId": state.business_account_id,
     }
     return Alert(
-        make_id(kind, state.display_phone_number, at), kind, severity, at, subject, summary, details
+        make_id(kind, state.display_phone_number, occurrence),
+        kind,
+        severity,
+        at,
+        subject,
+        summary,
+        details,
     )
 
 

@@ -18,7 +18,6 @@ older than the state and changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -28,8 +27,8 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from processors import runtime
-from processors.alerts import Alert, alert_value
 from processors.event_order import Applied
+from processors.keyed_state import KeyedBatch, StateRecords
 from processors.normalize import canonical
 from processors.normalize.records import TemplateEvent, record_from_value
 from processors.templates.rules import (
@@ -72,23 +71,24 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     ticks_name = topics.TEMPLATE_TICKS.name(prefix)
     sources = runtime.raw_topic(app, topics.TEMPLATE.name(prefix), ticks_name)
     ticks = runtime.raw_topic(app, ticks_name)
-    state_topic = runtime.raw_topic(app, topics.TEMPLATE_STATE.name(prefix))
     alerts_topic = runtime.raw_topic(app, topics.ALERTS.name(prefix))
     policy = StrikePolicy(settings.template_pause_hours, settings.template_disabling_strike)
     # templateId -> its state (JSON). No TTL: templates are few and live for years.
     states = app.Table("templates", key_type=str, value_type=str, default=None)
 
+    records = StateRecords(
+        topic=runtime.raw_topic(app, topics.TEMPLATE_STATE.name(prefix)),
+        value=template_state_value, event_time=lambda state: state.updated_at,
+        dump=lambda state: orjson.dumps(asdict(state)), load=_load,
+    )  # fmt: skip
+
     @app.agent(sources, name="template_states")
     async def template_states(stream: Any) -> None:
         async def handle(events: list[Any]) -> None:
-            changed: dict[str, tuple[TemplateState, Any]] = {}
-            alerts: list[Alert] = []
+            batch = KeyedBatch(states, records, alerts_topic)
             for event in events:
                 template_id = event.message.key.decode()
-                with runtime.as_current_event(event):
-                    before = changed[template_id][0] if template_id in changed else (
-                        _stored(states, template_id)
-                    )  # fmt: skip
+                before = batch.state(template_id, event)
                 value = orjson.loads(event.message.value)
                 if event.message.topic == ticks_name:
                     outcome = end_pause(before, value["now"])
@@ -102,28 +102,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                                 template_id=template_id, ours=outcome.disagreement.ours,
                                 metas=outcome.disagreement.metas,
                                 title=outcome.disagreement.title)  # fmt: skip
-                if outcome.state != before:
-                    changed[template_id] = (outcome.state, event)
-                alerts += outcome.alerts
-            deliveries = [
-                await state_topic.send(
-                    key=template_id.encode(), value=orjson.dumps(template_state_value(state)),
-                    timestamp=runtime.event_timestamp(state.updated_at),
-                )
-                for template_id, (state, _) in changed.items()
-            ]  # fmt: skip
-            for alert in alerts:
-                deliveries.append(await alerts_topic.send(
-                    key=str(alert.subject["templateId"]).encode(),
-                    value=orjson.dumps(alert_value(alert)),
-                    timestamp=runtime.event_timestamp(alert.occurred_at),
-                ))  # fmt: skip
-                metrics.alerts.labels(alert.type).inc()
-            # Acknowledged first, stored after: a crash in between re-sends the same.
-            await asyncio.gather(*deliveries)
-            for template_id, (state, event) in changed.items():
-                with runtime.as_current_event(event):
-                    states[template_id] = orjson.dumps(asdict(state)).decode()
+                batch.update(template_id, before, outcome.state, event)
+                batch.alert(template_id, outcome.alerts)
+                for alert in outcome.alerts:
+                    metrics.alerts.labels(alert.type).inc()
+            await batch.publish_then_store()
 
         await runtime.handle_batches(stream, settings, "templates", handle)
 
@@ -131,19 +114,16 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def notice_ended_pauses() -> None:
         now = canonical.format_timestamp(datetime.now(UTC))
         for template_id, data in list(states.items()):
-            state = _load(data)
+            state = _load(template_id, data)
             if state.paused_until is not None and not state.disabled and state.paused_until <= now:
                 await ticks.send(key=template_id.encode(), value=orjson.dumps({"now": now}))
 
     return app
 
 
-def _stored(states: Any, template_id: str) -> TemplateState:
-    data = states.get(template_id)
-    return _load(data) if data is not None else TemplateState(template_id=template_id)
-
-
-def _load(data: str) -> TemplateState:
+def _load(template_id: str, data: str | bytes | None) -> TemplateState:
+    if data is None:
+        return TemplateState(template_id=template_id)
     raw = orjson.loads(data)
     raw["applied"] = Applied(raw["applied"]["at"], tuple(raw["applied"]["event_ids"]))
     return TemplateState(**raw)

@@ -25,13 +25,14 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from processors.alerts import Alert, Severity, make_id
-from processors.event_order import NOTHING, Applied
+from processors.event_order import NOTHING, Applied, identity
 from processors.normalize import canonical
 from processors.normalize.records import TemplateEvent
 
 RED = "RED"
 _META_STRIKES = {"FIRST_PAUSE": 1, "SECOND_PAUSE": 2, "DISABLED": 3}
 _UNPAUSE = "UNPAUSE"
+_COUNTING_STATUSES = frozenset({"PAUSED", "DISABLED"})  # the statuses carrying Meta's count
 _SCORE_RANK = {"GREEN": 3, "YELLOW": 2, RED: 1}
 
 
@@ -87,7 +88,9 @@ def apply(state: TemplateState, event: TemplateEvent, policy: StrikePolicy) -> O
     at = event.occurred_at or event.received_at
     if at is None:  # normalize always gives a receipt time; be total anyway
         return Outcome(state, ignored="stale")
-    refusal = state.applied.refuses(at, event.event_id)
+    event_identity = identity(event)
+    occurrence = f"{at}|{event_identity}"  # names the event in its alerts' ids
+    refusal = state.applied.refuses(at, event_identity)
     if refusal is not None:
         return Outcome(state, ignored=refusal)
     state = replace(
@@ -95,14 +98,14 @@ def apply(state: TemplateState, event: TemplateEvent, policy: StrikePolicy) -> O
         template_name=event.template_name or state.template_name,
         template_language=event.template_language or state.template_language,
         business_account_id=event.business_account_id or state.business_account_id,
-        applied=state.applied.plus(at, event.event_id),
+        applied=state.applied.plus(at, event_identity),
     )
     if event.new_quality is not None:
-        return _quality(state, event, at, policy)
+        return _quality(state, event, at, occurrence, policy)
     if event.status is not None:
-        return _status(state, event, at, policy)
+        return _status(state, event, at, occurrence, policy)
     if event.new_category is not None:
-        return _category(state, event, at)
+        return _category(state, event, at, occurrence)
     return Outcome(state)  # advisory (correct category detection): kept, no alert
 
 
@@ -124,7 +127,9 @@ def end_pause(state: TemplateState, now: str) -> Outcome:
 
 
 # --- per event type --------------------------------------------------------------------------
-def _quality(state: TemplateState, event: TemplateEvent, at: str, policy: StrikePolicy) -> Outcome:
+def _quality(
+    state: TemplateState, event: TemplateEvent, at: str, occurrence: str, policy: StrikePolicy
+) -> Outcome:
     previous = event.previous_quality or state.quality
     new = event.new_quality
     state = replace(state, quality=new)
@@ -138,7 +143,7 @@ def _quality(state: TemplateState, event: TemplateEvent, at: str, policy: Strike
             "TEMPLATE_QUALITY_DEGRADED",
             "warning",
             at,
-            key=at,
+            key=occurrence,
             summary=f"{_name(state)}: quality dropped from {previous} to {new}.",
             details={"previousQuality": previous, "newQuality": new},
         )
@@ -180,13 +185,15 @@ def _strike(
     return Outcome(state, (alert,))
 
 
-def _status(state: TemplateState, event: TemplateEvent, at: str, policy: StrikePolicy) -> Outcome:
+def _status(
+    state: TemplateState, event: TemplateEvent, at: str, occurrence: str, policy: StrikePolicy
+) -> Outcome:
     status = event.status
     state = replace(state, status=status)
     title = event.other_info_title
     disagreement = None
-    metas = _META_STRIKES.get(title or "")
-    if metas is not None and metas != state.red_strikes:
+    metas = _META_STRIKES.get(title or "") if status in _COUNTING_STATUSES else None
+    if metas is not None and metas != state.red_strikes and not state.disabled:
         disagreement = Disagreement(state.red_strikes, metas, title or "")
         disables = metas >= policy.disabling_strike
         hours = None if disables else policy.pause_hours[min(metas, len(policy.pause_hours)) - 1]
@@ -196,7 +203,7 @@ def _status(state: TemplateState, event: TemplateEvent, at: str, policy: StrikeP
             disabled=state.disabled or disables,
             paused_until=None if hours is None else _plus_hours(at, hours),
         )
-    if title == _UNPAUSE:
+    if title == _UNPAUSE and status in _COUNTING_STATUSES:
         state = replace(state, paused_until=None)
     alerts: list[Alert] = []
     details: dict[str, object] = {
@@ -211,7 +218,7 @@ def _status(state: TemplateState, event: TemplateEvent, at: str, policy: StrikeP
                 "TEMPLATE_PAUSED",
                 "warning",
                 at,
-                key=at,
+                key=occurrence,
                 summary=f"{_name(state)} is paused ({title or 'no reason given'}).",
                 details={**details, "pausedUntil": state.paused_until},
             )
@@ -224,7 +231,7 @@ def _status(state: TemplateState, event: TemplateEvent, at: str, policy: StrikeP
                 "TEMPLATE_DISABLED",
                 "critical",
                 at,
-                key=at,
+                key=occurrence,
                 summary=f"{_name(state)} is disabled for good.",
                 details=details,
             )
@@ -236,7 +243,7 @@ def _status(state: TemplateState, event: TemplateEvent, at: str, policy: StrikeP
                 "TEMPLATE_REJECTED",
                 "warning",
                 at,
-                key=at,
+                key=occurrence,
                 summary=f"{_name(state)} was rejected ({event.reason or 'no reason'}).",
                 details=details,
             )
@@ -249,7 +256,7 @@ def _status(state: TemplateState, event: TemplateEvent, at: str, policy: StrikeP
                 "TEMPLATE_FLAGGED",
                 "warning",
                 at,
-                key=at,
+                key=occurrence,
                 summary=f"{_name(state)} is flagged: it will be disabled on "
                 f"{event.disable_date or 'an unknown date'} unless quality recovers.",
                 details={**details, "disableDate": event.disable_date},
@@ -258,7 +265,7 @@ def _status(state: TemplateState, event: TemplateEvent, at: str, policy: StrikeP
     return Outcome(state, tuple(alerts), disagreement)
 
 
-def _category(state: TemplateState, event: TemplateEvent, at: str) -> Outcome:
+def _category(state: TemplateState, event: TemplateEvent, at: str, occurrence: str) -> Outcome:
     previous = event.previous_category or state.category
     state = replace(state, category=event.new_category)
     if previous == event.new_category:
@@ -268,7 +275,7 @@ def _category(state: TemplateState, event: TemplateEvent, at: str) -> Outcome:
         "TEMPLATE_CATEGORY_CHANGED",
         "warning",
         at,
-        key=at,
+        key=occurrence,
         summary=f"{_name(state)}: category changed from {previous} to "
         f"{event.new_category}, which changes the price of every message.",
         details={"previousCategory": previous, "newCategory": event.new_category},

@@ -63,6 +63,9 @@ TOPIC_SCHEMA_NAMES = {f"topics/{suffix}" for suffix in RECORD_TOPICS.values()} |
     "topics/common",
     "topics/message_state",
     "topics/funnel",
+    "topics/template_state",
+    "topics/alerts",
+    "topics/phone_state",
 }
 RECEIPT_STATES = ("queued", "rejected", "sent", "delivered", "undelivered", "read", "failed")
 

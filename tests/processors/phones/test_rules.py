@@ -114,6 +114,16 @@ def test_stale_and_duplicate_events_change_nothing() -> None:
     assert apply(state, first).ignored == "duplicate"
 
 
+def test_a_reused_event_id_with_other_content_counts_and_a_retry_does_not() -> None:
+    onboarding = phone(0, "ONBOARDING", "TIER_10K")
+    flagged = replace(onboarding, event="FLAGGED", current_limit=None, reason="QUALITY_DECREASE")
+    retry = replace(flagged, received_at=at(0.5))
+    state, alerts = run([onboarding, flagged, retry])
+    assert state.flagged
+    assert [a.type for a in alerts] == ["PHONE_NUMBER_FLAGGED"]
+    assert apply(state, retry).ignored == "duplicate"
+
+
 def test_the_record() -> None:
     state, _ = run([phone(0, "ONBOARDING", "TIER_10K"), phone(1, "FLAGGED", reason="X")])
     assert phone_state_value(state) == {
@@ -142,21 +152,22 @@ def account(event: str, **details: object) -> AccountEvent:
 
 
 def test_account_restriction_is_critical_with_what_and_until_when() -> None:
-    (alert,) = account_alerts(
-        account(
-            "ACCOUNT_RESTRICTION",
-            phoneNumber="16505552771",
-            restrictionInfo=[
-                {
-                    "restrictionType": "RESTRICTED_USER_INITIATED_CALLING",
-                    "expiration": "2022-01-10T20:54:17.00Z",
-                }
-            ],
-        )
+    restriction = account(
+        "ACCOUNT_RESTRICTION",
+        phoneNumber="16505552771",
+        restrictionInfo=[
+            {
+                "restrictionType": "RESTRICTED_USER_INITIATED_CALLING",
+                "expiration": "2022-01-10T20:54:17.00Z",
+            }
+        ],
     )
+    (alert,) = account_alerts(restriction)
     assert (alert.type, alert.severity) == ("ACCOUNT_RESTRICTED", "critical")
     assert "RESTRICTED_USER_INITIATED_CALLING until 2022-01-10T20:54:17.00Z" in alert.summary
-    assert alert.alert_id == account_alerts(account("ACCOUNT_RESTRICTION"))[0].alert_id
+    assert account_alerts(restriction) == (alert,)  # the same event, the same alert id
+    other = replace(restriction, details={"event": "ACCOUNT_RESTRICTION"})  # a reused id
+    assert account_alerts(other)[0].alert_id != alert.alert_id
 
 
 def test_violation_and_failed_verification_alert_and_other_events_do_not() -> None:

@@ -137,6 +137,22 @@ def test_agreement_rate_limiting_and_unpause_report_no_disagreement() -> None:
     assert outcomes[-1].state.paused_until is None
 
 
+def test_metas_count_neither_revives_a_disabled_template_nor_comes_with_other_statuses() -> None:
+    state, _, outcomes = run([status(0, "DISABLED", "DISABLED"), status(1, "PAUSED", "FIRST_PAUSE"),
+                              status(2, "APPROVED", "FIRST_PAUSE")])  # fmt: skip
+    assert (state.red_strikes, state.disabled, state.paused_until) == (3, True, None)
+    assert [o.disagreement is None for o in outcomes] == [False, True, True]
+    approved, _, outcomes = run([quality(0, "GREEN", "RED"), status(1, "APPROVED", "SECOND_PAUSE")])
+    assert approved.red_strikes == 1
+    assert outcomes[-1].disagreement is None
+
+
+def test_two_events_at_the_same_time_raise_two_alerts() -> None:
+    _, alerts, _ = run([status(1, "PAUSED", "FIRST_PAUSE"),
+                        status(1, "PAUSED", "RATE_LIMITING_PAUSE")])  # fmt: skip
+    assert len({alert.alert_id for alert in alerts}) == 2
+
+
 # --- the other alerts ----------------------------------------------------------------------------
 def test_degraded_flagged_rejected_disabled_and_category_alerts() -> None:
     state, alerts, _ = run([

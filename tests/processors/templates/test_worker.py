@@ -1,0 +1,163 @@
+"""The templates worker on the real broker: the three-strike story, a pause that ends,
+and SIGKILLs mid-run that change neither the final states nor the alert ids."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import signal
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from state_topics import StateAndAlerts, feed
+
+from processors.alerts import alert_value
+from processors.normalize import canonical
+from processors.normalize.records import TemplateEvent
+from processors.templates.rules import StrikePolicy, TemplateState, apply, template_state_value
+from wapipe import topics
+from wapipe.topics import create_topics
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+NOW = datetime.now(UTC).replace(microsecond=0)  # event times near now (retention)
+_ids = itertools.count()
+
+
+def at(hours: float) -> str:
+    return canonical.format_timestamp(NOW + timedelta(hours=hours))
+
+
+def event(template_id: str, hours: float, **fields: object) -> TemplateEvent:
+    values: dict[str, object] = {
+        "event_id": f"e-{next(_ids)}", "event_type": "template_quality_update",
+        "template_id": template_id, "template_name": f"name_{template_id}",
+        "template_language": "en_US", "occurred_at": at(hours), "received_at": at(hours),
+        "business_account_id": "104233889912345", "account_id": "acme", "status": None,
+        "reason": None, "other_info_title": None, "other_info_description": None,
+        "disable_date": None, "previous_quality": None, "new_quality": None,
+        "previous_category": None, "new_category": None, "category": None,
+        "correct_category": None,
+    }  # fmt: skip
+    return TemplateEvent(**{**values, **fields})  # type: ignore[arg-type]
+
+
+def quality(template_id: str, hours: float, previous: str, new: str) -> TemplateEvent:
+    return event(template_id, hours, previous_quality=previous, new_quality=new)
+
+
+def status(template_id: str, hours: float, value: str, title: str | None = None) -> TemplateEvent:
+    return event(template_id, hours, event_type="template_status_update", status=value,
+                 other_info_title=title)  # fmt: skip
+
+
+def expected(events: list[TemplateEvent]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """Final states and alert ids by the pure rules, in each template's partition order."""
+    states: dict[str, TemplateState] = {}
+    alert_ids: set[str] = set()
+    for item in events:
+        before = states.get(item.template_id, TemplateState(item.template_id))
+        outcome = apply(before, item, StrikePolicy())
+        states[item.template_id] = outcome.state
+        alert_ids |= {alert_value(alert)["alertId"] for alert in outcome.alerts}  # type: ignore[misc]
+    return {tid: template_state_value(state) for tid, state in states.items()}, alert_ids
+
+
+async def test_the_three_strike_story_and_a_pause_that_ends(kafka_settings, start_worker, tmp_path):
+    t, b = "951847263015", "777000111"
+    first_red = quality(t, -20, "GREEN", "RED")
+    story = [
+        status(t, -30, "PAUSED", "FIRST_PAUSE"),  # Meta's strike 1, which we never saw: 1 vs 0
+        quality(t, -26, "RED", "GREEN"),
+        first_red,  # our strike 2
+        first_red,  # a retry
+        status(t, -19.9, "PAUSED", "SECOND_PAUSE"),  # agrees
+        quality(t, -19.5, "RED", "RED"),  # no strike
+        quality(t, -25, "GREEN", "RED"),  # out of order, older than the state: no strike
+        quality(t, -12, "RED", "YELLOW"),
+        quality(t, -5, "YELLOW", "RED"),  # strike 3: disabled
+        status(t, -4.9, "DISABLED", "DISABLED"),
+        quality(b, -4, "GREEN", "RED"),  # strike 1: paused until an hour ago
+    ]
+    await feed(kafka_settings, topics.TEMPLATE, story, key=lambda item: item.template_id)
+    worker = start_worker("templates", kafka_settings, WAPIPE_TEMPLATE_PAUSE_CHECK_SECONDS="1")
+    async with StateAndAlerts(kafka_settings, topics.TEMPLATE_STATE) as outputs:
+        await outputs.until(
+            lambda: outputs.states.get(t, {}).get("disabled")
+            and outputs.states.get(b, {}).get("redStrikes") == 1
+            and outputs.states[b]["pausedUntil"] is None
+            and any(alert["type"] == "TEMPLATE_UNPAUSED" for alert in outputs.alerts),
+            worker, tmp_path / "templates.log", "final states with the pause ended",
+        )  # fmt: skip
+
+    state = outputs.states[t]
+    assert (state["redStrikes"], state["disabled"], state["status"]) == (3, True, "DISABLED")
+    assert (state["quality"], state["pausedUntil"], state["templateName"]) == (
+        "RED", None, f"name_{t}",
+    )  # fmt: skip
+    mine = [alert for alert in outputs.alerts if alert["subject"]["templateId"] == t]
+    assert len({alert["alertId"] for alert in mine}) == len(mine), "an alert came twice"
+    reds = [alert["details"] for alert in mine if alert["type"] == "TEMPLATE_QUALITY_RED"]
+    assert [(red["strike"], red["action"]) for red in reds] == [(2, "PAUSE"), (3, "DISABLE")]
+    assert reds[0]["pauseHours"] == 6
+    assert sorted(alert["type"] for alert in mine) == sorted(
+        ["TEMPLATE_PAUSED", "TEMPLATE_PAUSED", "TEMPLATE_QUALITY_RED", "TEMPLATE_QUALITY_RED",
+         "TEMPLATE_DISABLED"]
+    )  # fmt: skip
+    ended = [alert for alert in outputs.alerts if alert["type"] == "TEMPLATE_UNPAUSED"]
+    assert [(a["subject"]["templateId"], a["severity"]) for a in ended] == [(b, "info")]
+    assert ended[0]["occurredAt"] == at(-1)
+    assert expected(story)[0][t] == state
+
+
+async def test_sigkills_change_neither_the_states_nor_the_alert_ids(
+    kafka_bootstrap, settings_for, start_worker, tmp_path
+):
+    settings = settings_for(
+        kafka_bootstrap=kafka_bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp",
+        topic_partitions=3,
+    )  # fmt: skip
+    await create_topics(settings)
+    rng = random.Random(11)
+    events: list[TemplateEvent] = []
+    for n in range(300):
+        template_id, hours, score = f"tpl-{n}", -40.0, "GREEN"
+        for _ in range(12):
+            hours += rng.uniform(0.1, 3)
+            if rng.random() < 0.7:
+                new = rng.choice(["GREEN", "YELLOW", "RED"])
+                events.append(quality(template_id, hours, score, new))
+                score = new
+            else:
+                title = rng.choice([None, "FIRST_PAUSE", "SECOND_PAUSE", "RATE_LIMITING_PAUSE"])
+                events.append(status(template_id, hours, "PAUSED", title))
+            if rng.random() < 0.15:
+                events.append(events[-1])  # a retry
+            if rng.random() < 0.1:  # late old news
+                events.append(replace(events[-1], event_id=f"late-{next(_ids)}",
+                                      occurred_at=at(hours - 5)))  # fmt: skip
+    final_states, alert_ids = expected(events)
+    await feed(settings, topics.TEMPLATE, events, key=lambda item: item.template_id)
+    environment = {
+        "WAPIPE_PROCESSOR_BATCH_SIZE": "50",
+        "WAPIPE_TEMPLATE_PAUSE_CHECK_SECONDS": "3600",
+    }  # no ticks: fold order only
+    log = tmp_path / "templates.log"
+    worker = start_worker("templates", settings, **environment)
+    async with StateAndAlerts(settings, topics.TEMPLATE_STATE) as outputs:
+        for fraction in (0.3, 0.6):
+            await outputs.until(lambda f=fraction: len(outputs.states) >= f * len(final_states),
+                                worker, log, f"{fraction:.0%} of the templates")  # fmt: skip
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            worker = start_worker("templates", settings, **environment)
+        await outputs.until(
+            lambda: outputs.states == final_states
+            and outputs.alert_ids >= alert_ids,
+            worker, log, "the exact final states and every alert",
+        )  # fmt: skip
+    assert outputs.alert_ids == alert_ids
+    assert sum(state["redStrikes"] for state in final_states.values()) > 100

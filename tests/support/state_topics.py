@@ -1,0 +1,99 @@
+"""Feeding typed records to a topic and following a job's state topic and alerts, for
+the worker tests of the stateful jobs (templates, phones)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+import schemas
+from processors.normalize.records import record_value
+from wapipe import topics
+from wapipe.settings import Settings
+from wapipe.topics import TopicSpec
+
+
+async def feed(settings: Settings, spec: TopicSpec, records: Sequence[Any],
+               key: Callable[[Any], str]) -> None:  # fmt: skip
+    """Write normalize-style records to `spec`, keyed by `key(record)`, in order."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        deliveries = [
+            await producer.send(spec.name(settings.topic_prefix),
+                                orjson.dumps(record_value(record)), key=key(record).encode())
+            for record in records
+        ]  # fmt: skip
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
+
+
+class StateAndAlerts:
+    """Follows a state topic (latest record per key) and `whatsapp.alerts` (every
+    record), validating each record against its topic's schema."""
+
+    def __init__(self, settings: Settings, state: TopicSpec,
+                 state_id: Callable[[Any, dict[str, Any]], str] | None = None) -> None:  # fmt: skip
+        """`state_id(record, value)` names a state; by default its Kafka key."""
+        self.state_topic = state.name(settings.topic_prefix)
+        self.state_id = state_id or (lambda record, _: record.key.decode())
+        self.consumer = AIOKafkaConsumer(
+            self.state_topic, topics.ALERTS.name(settings.topic_prefix),
+            bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )  # fmt: skip
+        self.states: dict[str, dict[str, Any]] = {}
+        self.alerts: list[dict[str, Any]] = []
+        self.validators = {True: schemas.validator(f"topics/{state.suffix}"),
+                           False: schemas.validator("topics/alerts")}  # fmt: skip
+
+    async def __aenter__(self) -> StateAndAlerts:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.consumer.stop()
+
+    @property
+    def alert_ids(self) -> set[str]:
+        return {alert["alertId"] for alert in self.alerts}
+
+    async def until(self, condition: Callable[[], Any], worker: Any, log: Path, what: str,
+                    timeout: float = 120.0) -> None:  # fmt: skip
+        """Read until `condition()` holds; fail if the worker exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert worker.poll() is None, _tail(log)
+            assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+            await self._read()
+
+    async def drain(self, timeout: float = 60.0) -> None:
+        """Read to the current end of both topics (after the worker has stopped)."""
+        partitions = self.consumer.assignment()
+        ends = await self.consumer.end_offsets(list(partitions))
+        deadline = time.monotonic() + timeout
+        while [tp for tp, end in ends.items() if await self.consumer.position(tp) < end]:
+            assert time.monotonic() < deadline, f"could not read to the end in {timeout:.0f} s"
+            await self._read()
+
+    async def _read(self) -> None:
+        for records in (await self.consumer.getmany(timeout_ms=200)).values():
+            for record in records:
+                value = orjson.loads(record.value)
+                validator = self.validators[record.topic == self.state_topic]
+                assert validator.is_valid(value), next(validator.iter_errors(value)).message
+                if record.topic == self.state_topic:
+                    self.states[self.state_id(record, value)] = value
+                else:
+                    self.alerts.append(value)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-3000:]
