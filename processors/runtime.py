@@ -54,6 +54,8 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
         broker_session_timeout=_SESSION_TIMEOUT_SECONDS,
         broker_heartbeat_interval=_HEARTBEAT_SECONDS,
         producer_acks=-1,
+        # JSON compresses about 4x: less broker disk and network, for outputs and changelogs.
+        producer_compression_type="lz4",
         web_host=settings.processor_web_host,
         web_bind=settings.processor_web_host,
         web_port=settings.processor_web_port,
@@ -94,9 +96,18 @@ def event_timestamp(at: str | None) -> float | None:
     return None if at is None else canonical.parse_timestamp(at, "at").timestamp()
 
 
-def ttl_options(days: int) -> dict[str, int]:
-    """RocksDB options of a table whose keys expire `days` after their last write."""
-    return {"ttl": days * _DAY_SECONDS}
+def table_options(settings: Settings, ttl_days: int | None = None) -> dict[str, int]:
+    """RocksDB options of a table: bounded memory per partition (faust's defaults give
+    each partition's store 3 x 64 MB of write buffers and a 2 GB block cache), and
+    keys that expire `ttl_days` after their last write, if given."""
+    options = {
+        "write_buffer_size": settings.rocksdb_write_buffer_mb << 20,
+        "max_write_buffer_number": 2,
+        "block_cache_size": settings.rocksdb_block_cache_mb << 20,
+    }
+    if ttl_days is not None:
+        options["ttl"] = ttl_days * _DAY_SECONDS
+    return options
 
 
 async def handle_batches(

@@ -167,6 +167,19 @@ class Settings(BaseSettings):
     processor_batch_size: int = Field(
         500, ge=1, le=100_000, description="Events a processor handles per batch at most."
     )
+    rocksdb_write_buffer_mb: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="RocksDB write buffer of each table partition in MB (two at most): "
+        "larger means fewer flushes, more memory per partition.",
+    )
+    rocksdb_block_cache_mb: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="RocksDB read cache of each table partition in MB.",
+    )
     dedupe_days: int = Field(
         14,
         ge=1,

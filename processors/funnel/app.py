@@ -77,20 +77,21 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         funnel=runtime.raw_topic(app, topics.FUNNEL.name(prefix)),
         alerts=runtime.raw_topic(app, topics.ALERTS.name(prefix)),
     )
-    window_ttl = runtime.ttl_options(settings.funnel_window_days + 1)
+    window_options = runtime.table_options(settings, ttl_days=settings.funnel_window_days + 1)
     # umid -> the message's state (JSON). The TTL counts from the last write, i.e.
     # from the message's last event.
+    message_options = runtime.table_options(settings, ttl_days=settings.message_state_days)
     states = app.Table("messages", key_type=str, value_type=str, default=None,
-                       options=runtime.ttl_options(settings.message_state_days))  # fmt: skip
+                       options=message_options)  # fmt: skip
     # "<source partition>|<window id>" -> that partition's Partial of the window.
     partials = app.Table("partials", key_type=str, value_type=str, default=None,
-                         options=window_ttl)  # fmt: skip
+                         options=window_options)  # fmt: skip
     # window id -> {source partition: Partial}, the windows' parts.
     window_parts = app.Table("windows", key_type=str, value_type=str, default=None,
-                             options=window_ttl)  # fmt: skip
+                             options=window_options)  # fmt: skip
     # sub-account window id -> its parts' counts and the alerts sent (rate alerts' size only).
     subaccounts = app.Table("subaccount_windows", key_type=str, value_type=str, default=None,
-                            options=window_ttl)  # fmt: skip
+                            options=window_options)  # fmt: skip
     final_after = timedelta(days=settings.funnel_window_days)
     limits = RateThresholds(
         window=settings.funnel_alert_window,

@@ -61,7 +61,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     # a TTL of WAPIPE_DEDUPE_DAYS: how long a re-send is still recognised.
     seen = app.Table(
         "seen", key_type=str, value_type=str, default=None,
-        options=runtime.ttl_options(settings.dedupe_days),
+        options=runtime.table_options(settings, ttl_days=settings.dedupe_days),
     )  # fmt: skip
 
     @app.agent(raw, name="normalize")

@@ -54,7 +54,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     sources = runtime.raw_topic(app, topics.PHONE.name(prefix), account_name)
     alerts_topic = runtime.raw_topic(app, topics.ALERTS.name(prefix))
     # displayPhoneNumber -> its state (JSON). No TTL: numbers are few and live for years.
-    states = app.Table("phones", key_type=str, value_type=str, default=None)
+    states = app.Table("phones", key_type=str, value_type=str, default=None,
+                       options=runtime.table_options(settings))  # fmt: skip
     records = StateRecords(
         topic=runtime.raw_topic(app, topics.PHONE_STATE.name(prefix)),
         value=phone_state_value, event_time=lambda state: state.updated_at,

@@ -74,7 +74,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     alerts_topic = runtime.raw_topic(app, topics.ALERTS.name(prefix))
     policy = StrikePolicy(settings.template_pause_hours, settings.template_disabling_strike)
     # templateId -> its state (JSON). No TTL: templates are few and live for years.
-    states = app.Table("templates", key_type=str, value_type=str, default=None)
+    states = app.Table("templates", key_type=str, value_type=str, default=None,
+                       options=runtime.table_options(settings))  # fmt: skip
 
     records = StateRecords(
         topic=runtime.raw_topic(app, topics.TEMPLATE_STATE.name(prefix)),
