@@ -58,7 +58,7 @@ def main() -> int:
             normalize = _worker_rate(settings, "normalize", "wapipe_normalize_events_total",
                                      arguments.events, Path(home))  # fmt: skip
             print(f"normalize: {normalize:,.0f} events/s", flush=True)
-            funnel = _worker_rate(settings, "funnel", "wapipe_funnel_observations_total",
+            funnel = _worker_rate(settings, "funnel", "wapipe_funnel_merged_observations_total",
                                   arguments.events, Path(home))  # fmt: skip
             print(f"funnel: {funnel:,.0f} events/s", flush=True)
     finally:

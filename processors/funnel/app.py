@@ -175,11 +175,13 @@ class _MessageBatch:
         self.states, self.partials, self.metrics = states, partials, metrics
         self.fold = Batch(self._stored_state, self._stored_partial, final_after, datetime.now(UTC))
         self.events: dict[str | Slot, Any] = {}  # umid or slot -> its last event
+        self.merged = 0
 
     def merge(self, event: Any) -> None:
         message = event.message
         umid: str = message.key.decode()
         observation = Observation(**orjson.loads(message.value))
+        self.merged += 1
         with runtime.as_current_event(event):  # table reads go to the event's partition
             slots = self.fold.add(umid, observation, message.partition, message.offset)
         if umid in self.fold.changed:
@@ -209,6 +211,7 @@ class _MessageBatch:
                 self.partials[slot_id(slot)] = orjson.dumps(partial.value()).decode()
         await asyncio.gather(*deliveries)
         self.metrics.state_changes.inc(len(self.fold.changed))
+        self.metrics.merged.inc(self.merged)
         self.metrics.late_changes.inc(self.fold.late_changes)
 
     def store_states(self) -> None:

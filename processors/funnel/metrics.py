@@ -30,6 +30,11 @@ class FunnelMetrics:
             ["source"],
             registry=registry,
         )
+        self.merged = Counter(
+            "wapipe_funnel_merged_observations",
+            "Observations merged into message states (the message_states agent's events).",
+            registry=registry,
+        )
         self.state_changes = Counter(
             "wapipe_funnel_state_changes",
             "message_state records written (one per changed message and batch).",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from functools import cache
 from typing import Any, TypeVar
 
 
@@ -19,9 +20,15 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+@cache
+def _wire_names(record_type: Any) -> tuple[tuple[str, str], ...]:
+    """(field name, camelCase name) of each field of a record type, computed once."""
+    return tuple((f.name, _camel(f.name)) for f in fields(record_type))
+
+
 def record_value(record: object) -> dict[str, Any]:
     """The record as the JSON object written to its topic (camelCase keys)."""
-    return {_camel(f.name): getattr(record, f.name) for f in fields(record)}  # type: ignore[arg-type]
+    return {wire: getattr(record, name) for name, wire in _wire_names(type(record))}
 
 
 R = TypeVar("R")
@@ -30,10 +37,8 @@ R = TypeVar("R")
 def record_from_value(record_type: type[R], value: dict[str, Any]) -> R:
     """The inverse of `record_value`, for the jobs that read these topics. Fields a later
     version added are ignored; fields it lacks are None."""
-    known = {_camel(f.name): f.name for f in fields(record_type)}  # type: ignore[arg-type]
-    present = {known[key]: item for key, item in value.items() if key in known}
-    missing = {name: None for name in known.values() if name not in present}
-    return record_type(**present, **missing)
+    names = _wire_names(record_type)
+    return record_type(**{name: value.get(wire) for name, wire in names})
 
 
 @dataclass(frozen=True)
