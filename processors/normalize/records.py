@@ -26,7 +26,7 @@ def _wire_names(record_type: Any) -> tuple[tuple[str, str], ...]:
     return tuple((f.name, _camel(f.name)) for f in fields(record_type))
 
 
-def record_value(record: object) -> dict[str, Any]:
+def record_value(record: Any) -> dict[str, Any]:
     """The record as the JSON object written to its topic (camelCase keys)."""
     return {wire: getattr(record, name) for name, wire in _wire_names(type(record))}
 
