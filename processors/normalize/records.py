@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from functools import cache
 from typing import Any, TypeVar
 
 
@@ -20,10 +19,17 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-@cache
-def _wire_names(record_type: Any) -> tuple[tuple[str, str], ...]:
+_WIRE_NAMES: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _wire_names(record_type: type) -> tuple[tuple[str, str], ...]:
     """(field name, camelCase name) of each field of a record type, computed once."""
-    return tuple((f.name, _camel(f.name)) for f in fields(record_type))
+    names = _WIRE_NAMES.get(record_type)
+    if names is None:
+        names = _WIRE_NAMES[record_type] = tuple(
+            (f.name, _camel(f.name)) for f in fields(record_type)
+        )
+    return names
 
 
 def record_value(record: Any) -> dict[str, Any]:
