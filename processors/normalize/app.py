@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter
 from processors import runtime
 from processors.normalize import rules
 from processors.normalize.records import record_value
+from processors.normalize.seen import SWEEP_MARGIN_DAYS, SeenSweep, digest_of, seen_value
 from wapipe import topics
 from wapipe.logs import get_logger
 from wapipe.settings import Settings
@@ -43,6 +44,11 @@ class NormalizeMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.expired = Counter(
+            "wapipe_normalize_expired_keys",
+            "Dedupe and id keys deleted after WAPIPE_DEDUPE_DAYS (tombstones in the changelog).",
+            registry=registry,
+        )
         self.id_reuse = Counter(
             "wapipe_normalize_id_reuse",
             "Events whose id was seen before with other content (a new event, kept).",
@@ -57,17 +63,17 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     prefix = settings.topic_prefix
     raw = runtime.raw_topic(app, topics.RAW.name(prefix))
     sinks = {spec.suffix: runtime.raw_topic(app, spec.name(prefix)) for spec in _SINKS}
-    # dedupe key -> when first seen (epoch ms); id key -> content digest. RocksDB, with
-    # a TTL of WAPIPE_DEDUPE_DAYS: how long a re-send is still recognised.
+    # dedupe key or id key -> when first seen (and the id's content digest): see seen.py.
     seen = app.Table(
         "seen", key_type=str, value_type=str, default=None,
-        options=runtime.table_options(settings, ttl_days=settings.dedupe_days),
+        options=runtime.table_options(settings, ttl_days=settings.dedupe_days + SWEEP_MARGIN_DAYS),
     )  # fmt: skip
+    sweep = SeenSweep(seen, max_age_ms=settings.dedupe_days * 86_400_000)
 
     @app.agent(raw, name="normalize")
     async def normalize_raw(stream: Any) -> None:
         async def handle(events: list[Any]) -> None:
-            await _handle_batch(events, seen, sinks, metrics)
+            await _handle_batch(events, seen, sweep, sinks, metrics)
 
         await runtime.handle_batches(stream, settings, "normalize", handle)
 
@@ -75,8 +81,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
 
 async def _handle_batch(
-    events: list[Any], seen: Any, sinks: dict[str, Any], metrics: NormalizeMetrics
-) -> None:
+    events: list[Any], seen: Any, sweep: SeenSweep, sinks: dict[str, Any],
+    metrics: NormalizeMetrics,
+) -> None:  # fmt: skip
+    now_ms = int(time.time() * 1000)
     deliveries = []
     remembered: dict[str, tuple[str, Any]] = {}  # table key -> (value, its event)
     for event in events:
@@ -101,12 +109,12 @@ async def _handle_batch(
             continue
         if result.id_key is not None:
             earlier = remembered.get(result.id_key)
-            known_digest = earlier[0] if earlier is not None else seen.get(result.id_key)
-            if known_digest is not None and known_digest != result.digest:
+            known = earlier[0] if earlier is not None else seen.get(result.id_key)
+            if known is not None and digest_of(known) != result.digest:
                 metrics.id_reuse.inc()
                 log.info("id reused for other content", id_key=result.id_key)
-            remembered[result.id_key] = (result.digest, event)
-        remembered[result.dedupe_key] = (str(int(time.time() * 1000)), event)
+            remembered[result.id_key] = (seen_value(now_ms, result.digest), event)
+        remembered[result.dedupe_key] = (seen_value(now_ms), event)
         occurred = result.occurred_at
         deliveries.append(await sinks[result.topic.suffix].send(
             key=result.key.encode(), value=orjson.dumps(record_value(result.record)),
@@ -119,3 +127,6 @@ async def _handle_batch(
     for key, (value, event) in remembered.items():
         with runtime.as_current_event(event):
             seen[key] = value
+    last_of_partition = {event.message.partition: event for event in events}
+    for partition, event in last_of_partition.items():
+        metrics.expired.inc(sweep.sweep(partition, event, now_ms))
