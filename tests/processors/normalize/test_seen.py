@@ -36,8 +36,8 @@ async def test_expired_keys_get_tombstones_and_fresh_ones_stay(
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(changelog, 1, 1,
-                                            topic_configs={"cleanup.policy": "compact"})])  # fmt: skip
+        compacted = NewTopic(changelog, 1, 1, topic_configs={"cleanup.policy": "compact"})
+        await admin.create_topics([compacted])
     finally:
         await admin.close()
     now = int(time.time() * 1000)
