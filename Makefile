@@ -1,6 +1,7 @@
 # wapipe: every entry point a newcomer needs. `make help` lists them.
 # Everything is installed by these targets on a fresh clone: the virtualenv and
-# pinned Python packages here, the Kafka jars by `wapipe kafka up` (Maven).
+# pinned Python packages here, the Kafka jars by `wapipe kafka up` (Maven),
+# Prometheus and promtool from Debian's package (`make prometheus`).
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint unit kafka-up kafka-down bench-ingest bench-processors lock clean
+.PHONY: help install run test lint prometheus unit kafka-up kafka-down bench-ingest bench-processors lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,13 +27,16 @@ install: $(STAMP)  ## create .venv with the pinned dependencies
 run: install  ## start Kafka, topics and the ingester in the foreground (Ctrl-C stops all)
 	$(BIN)/wapipe run
 
-test: install lint  ## lint, type-check and run the whole test suite against a real broker
+test: install lint prometheus  ## lint, type-check and run the whole test suite against a real broker
 	$(BIN)/pytest
 
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+prometheus:  ## install Prometheus and promtool (Debian's package) if missing
+	bash deploy/prometheus/install-prometheus.sh
 
 unit: install  ## only the fast tests that need no broker
 	$(BIN)/pytest -m "not kafka"

@@ -19,7 +19,7 @@ from typing import Any
 
 import faust
 import faust.streams as faust_streams
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from processors.normalize import canonical
@@ -35,6 +35,7 @@ _HEARTBEAT_SECONDS = 3.0
 _BATCH_WITHIN_SECONDS = 0.05
 _DAY_SECONDS = 86_400
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE
+_LAG_INTERVAL_SECONDS = 10.0
 
 log = get_logger(__name__)
 
@@ -61,6 +62,24 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
         web_port=settings.processor_web_port,
         web_enabled=True,
     )
+
+    consumer_lag = Gauge(
+        "wapipe_processor_consumer_lag_records",
+        "Records of a source partition not yet processed and committed by this worker "
+        "(the partition's end offset minus the committed offset).",
+        ["processor", "topic", "partition"],
+        registry=registry,
+    )
+
+    @app.timer(_LAG_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
+    async def measure_consumer_lag() -> None:
+        consumer_lag.clear()  # revoked partitions drop out
+        monitor = app.monitor
+        for tp, end in list(monitor.tp_end_offsets.items()):
+            if tp not in app.consumer.assignment():
+                continue
+            committed = monitor.tp_committed_offsets.get(tp) or 0
+            consumer_lag.labels(job, tp.topic, str(tp.partition)).set(max(0, end - committed))
 
     @app.page("/metrics")
     async def metrics(web: Any, _request: Any) -> Any:

@@ -279,7 +279,8 @@ class _WindowBatch:
                     key=key.sub_account_id.encode(), value=orjson.dumps(alert_value(alert)),
                     timestamp=runtime.event_timestamp(alert.occurred_at),
                 ))  # fmt: skip
-                metrics.alerts.labels(alert.type).inc()
+                metrics.alerts.labels(alert.type, key.sub_account_id or "unknown").inc()
+                gauges.show_alert(alert.type, key)
         await asyncio.gather(*deliveries)
         metrics.window_records.inc(len(self.touched))
         for table, entries in ((self.window_parts, self.touched), (self.subaccounts, self.totals)):

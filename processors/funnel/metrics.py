@@ -47,7 +47,10 @@ class FunnelMetrics:
             registry=registry,
         )
         self.alerts = Counter(
-            "wapipe_funnel_alerts", "Rate alerts sent, by type.", ["type"], registry=registry
+            "wapipe_funnel_alerts",
+            "Rate alerts sent, by type and sub-account.",
+            ["type", "sub_account_id"],
+            registry=registry,
         )
         self.window_records = Counter(
             "wapipe_funnel_window_records",
@@ -94,7 +97,15 @@ class WindowGauges:
             "Messages undelivered in the current window, by error code.",
             "error_code",
         )
+        self.rate_alert = Gauge(
+            "wapipe_funnel_rate_alert_active",
+            "1 while a sub-account's current window has raised this rate alert "
+            "(DELIVERY_FAILURE_SPIKE, READ_RATE_DROP); for Prometheus alert rules.",
+            ["type", "sub_account_id"],
+            registry=registry,
+        )
         self._current: dict[tuple[str, ...], tuple[str, set[str]]] = {}  # -> (start, error codes)
+        self._alerted: dict[tuple[str, str], WindowKey] = {}  # (type, sub-account) -> window
 
     def show(self, key: WindowKey, record: Mapping[str, object]) -> None:
         """Show `record` if its window is the latest one of its combination."""
@@ -125,12 +136,20 @@ class WindowGauges:
             self.undelivered.labels(*labels, code).set(count)
         self._current[labels] = (key.start, set(codes))
 
+    def show_alert(self, kind: str, key: WindowKey) -> None:
+        labels = (kind, key.sub_account_id or "unknown")
+        self._alerted[labels] = key
+        self.rate_alert.labels(*labels).set(1)
+
     def sweep(self, now: datetime) -> None:
-        """Drop the combinations whose current window ended more than a window ago."""
+        """Drop the combinations and alerts whose window ended more than a window ago."""
         for labels, (start, _) in list(self._current.items()):
-            size = timedelta(seconds=WINDOW_SECONDS[labels[0]])
-            if canonical.parse_timestamp(start, "windowStart") + 2 * size < now:
+            if _over(labels[0], start, now):
                 self._remove(labels)
+        for labels, key in list(self._alerted.items()):
+            if _over(key.size, key.start, now):
+                del self._alerted[labels]
+                self.rate_alert.remove(*labels)
 
     def _remove(self, labels: tuple[str, ...]) -> None:
         _, codes = self._current.pop(labels)
@@ -149,3 +168,9 @@ class WindowGauges:
 def _labels(key: WindowKey) -> tuple[str, ...]:
     return (key.size, *(value or "unknown" for value in
                         (key.sub_account_id, key.country, key.template_category)))  # fmt: skip
+
+
+def _over(size: str, start: str, now: datetime) -> bool:
+    """Whether a window of `size` starting at `start` ended more than a window ago."""
+    length = timedelta(seconds=WINDOW_SECONDS[size])
+    return canonical.parse_timestamp(start, "windowStart") + 2 * length < now

@@ -15,13 +15,14 @@ from typing import Any
 
 import faust
 import orjson
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from processors import runtime
 from processors.event_order import Applied
 from processors.keyed_state import KeyedBatch, StateRecords
 from processors.normalize.records import AccountEvent, PhoneEvent, record_from_value
 from processors.phones.rules import (
+    TIER_RANK,
     PhoneState,
     TierChange,
     account_alerts,
@@ -30,6 +31,8 @@ from processors.phones.rules import (
 )
 from wapipe import topics
 from wapipe.settings import Settings
+
+_GAUGE_SECONDS = 15.0
 
 
 class PhoneMetrics:
@@ -43,6 +46,26 @@ class PhoneMetrics:
         self.alerts = Counter(
             "wapipe_phones_alerts", "Alerts sent, by type.", ["type"], registry=registry
         )
+        self.flagged = Gauge(
+            "wapipe_phone_flagged", "1 while a phone number is flagged for quality.",
+            ["display_phone_number"], registry=registry,
+        )  # fmt: skip
+        self.tier = Gauge(
+            "wapipe_phone_messaging_tier_rank",
+            "A phone number's current messaging tier (label) and its rank as the value: "
+            "TIER_50 = 1, TIER_250 = 2, TIER_1K = 3, TIER_2K = 4, TIER_10K = 5, "
+            "TIER_100K = 6, unlimited = 7; 0 for a tier name we cannot rank.",
+            ["display_phone_number", "tier"], registry=registry,
+        )  # fmt: skip
+
+    def show_all(self, states: list[PhoneState]) -> None:
+        self.flagged.clear()
+        self.tier.clear()
+        for state in states:
+            self.flagged.labels(state.display_phone_number).set(int(state.flagged))
+            if state.tier is not None:
+                rank = TIER_RANK.get(state.tier, 0)
+                self.tier.labels(state.display_phone_number, state.tier).set(rank)
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
@@ -84,6 +107,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             await batch.publish_then_store()
 
         await runtime.handle_batches(stream, settings, "phones", handle)
+
+    @app.timer(_GAUGE_SECONDS)  # type: ignore[untyped-decorator]
+    async def show_states() -> None:
+        """Every number of this worker's partitions in the gauges."""
+        metrics.show_all([_load(number, data) for number, data in list(states.items())])
 
     return app
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import faust
 import orjson
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from processors import runtime
 from processors.event_order import Applied
@@ -61,6 +61,28 @@ class TemplateMetrics:
         self.alerts = Counter(
             "wapipe_templates_alerts", "Alerts sent, by type.", ["type"], registry=registry
         )
+        labels = ["template_id", "template_name", "template_language"]
+        self.red_strikes = Gauge(
+            "wapipe_template_red_strikes", "RED strikes of a template (3 disables it).", labels,
+            registry=registry,
+        )  # fmt: skip
+        self.paused = Gauge(
+            "wapipe_template_paused", "1 while a template is paused.", labels, registry=registry
+        )
+        self.disabled = Gauge(
+            "wapipe_template_disabled", "1 once a template is disabled.", labels, registry=registry
+        )
+
+    def show(self, state: TemplateState, now: str) -> None:
+        labels = (state.template_id, state.template_name or "", state.template_language or "")
+        paused = state.paused_until is not None and state.paused_until > now
+        self.red_strikes.labels(*labels).set(state.red_strikes)
+        self.paused.labels(*labels).set(int(paused and not state.disabled))
+        self.disabled.labels(*labels).set(int(state.disabled))
+
+    def clear_states(self) -> None:
+        for gauge in (self.red_strikes, self.paused, self.disabled):
+            gauge.clear()
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
@@ -104,6 +126,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                                 metas=outcome.disagreement.metas,
                                 title=outcome.disagreement.title)  # fmt: skip
                 batch.update(template_id, before, outcome.state, event)
+                metrics.show(outcome.state, canonical.format_timestamp(datetime.now(UTC)))
                 batch.alert(template_id, outcome.alerts)
                 for alert in outcome.alerts:
                     metrics.alerts.labels(alert.type).inc()
@@ -113,9 +136,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.timer(settings.template_pause_check_seconds)  # type: ignore[untyped-decorator]
     async def notice_ended_pauses() -> None:
+        """Tick the templates whose pause has ended, and show every template's state in
+        the gauges (this worker's partitions)."""
         now = canonical.format_timestamp(datetime.now(UTC))
+        metrics.clear_states()
         for template_id, data in list(states.items()):
             state = _load(template_id, data)
+            metrics.show(state, now)
             if state.paused_until is not None and not state.disabled and state.paused_until <= now:
                 await ticks.send(key=template_id.encode(), value=orjson.dumps({"now": now}))
 
