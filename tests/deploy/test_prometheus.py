@@ -5,7 +5,6 @@ ingester and processor."""
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import subprocess
 import time
@@ -16,11 +15,10 @@ import aiohttp
 import pytest
 import yaml
 from example_bodies import EXAMPLE_PATHS
+from exported_metrics import exported_metric_names, metric_names_in
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
-CODE = [*ROOT.glob("ingest/*.py"), *ROOT.glob("processors/**/*.py")]
-_SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 
 
 def _tool(name: str) -> str:
@@ -42,23 +40,6 @@ def test_the_config_and_its_rules_are_valid() -> None:
 def test_the_rules_unit_tests_pass() -> None:
     result = _promtool("test", "rules", "rules_test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def exported_metric_names() -> set[str]:
-    """Every metric name the code registers (the first argument of Counter/Gauge/...)."""
-    pattern = re.compile(r'(?:Counter|Gauge|Histogram|Summary)\(\s*"(wapipe_[a-z0-9_]+)"')
-    return {name for path in CODE for name in pattern.findall(path.read_text())}
-
-
-def metric_names_in(expression: str) -> set[str]:
-    names = set()
-    for name in re.findall(r"\bwapipe_[a-z0-9_]+", expression):
-        for suffix in _SUFFIXES:
-            if name.endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-        names.add(name)
-    return names
 
 
 def test_every_rule_names_metrics_the_code_exports() -> None:

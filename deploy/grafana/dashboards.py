@@ -1,0 +1,192 @@
+"""wapipe's Grafana dashboards as code: `python deploy/grafana/dashboards.py` writes
+them to deploy/grafana/dashboards/*.json, which Grafana provisions from disk.
+
+Plain JSON from a short script rather than a dashboard SDK: the panels are a
+handful of time series, tables and stats, Grafana's JSON model for them is
+stable, and the script is the one place a reviewer reads every query. The tests
+check that the committed files are this script's output and that every query
+names a metric the code exports.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+DATASOURCE = {"type": "prometheus", "uid": "wapipe-prometheus"}
+Panel = dict[str, Any]
+
+
+def panel(title: str, kind: str, queries: list[tuple[str, str]], *, unit: str = "short",
+          width: int = 12, height: int = 8, description: str = "") -> Panel:  # fmt: skip
+    """One panel; `queries` are (PromQL, legend) pairs."""
+    return {
+        "title": title,
+        "type": kind,
+        "description": description,
+        "datasource": DATASOURCE,
+        "gridPos": {"w": width, "h": height},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {},
+        "targets": [
+            {"refId": chr(ord("A") + n), "datasource": DATASOURCE, "expr": expr,
+             "legendFormat": legend, **({"format": "table", "instant": True}
+                                        if kind == "table" else {})}
+            for n, (expr, legend) in enumerate(queries)
+        ],
+    }  # fmt: skip
+
+
+def variable(name: str, label: str, metric: str) -> dict[str, Any]:
+    """A template variable listing the values of label `name` of `metric`."""
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": f"label_values({metric}, {name})", "refId": name},
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"text": "All", "value": "$__all"},
+        "refresh": 2,
+    }
+
+
+def dashboard(uid: str, title: str, panels: list[Panel],
+              variables: list[dict[str, Any]] = ()) -> dict[str, Any]:  # type: ignore[assignment]  # fmt: skip
+    """Lay the panels out left to right, top to bottom, in a 24-column grid."""
+    x = y = row_height = 0
+    for number, item in enumerate(panels, start=1):
+        grid = item["gridPos"]
+        if x + grid["w"] > 24:
+            x, y, row_height = 0, y + row_height, 0
+        grid.update(x=x, y=y)
+        item["id"] = number
+        x, row_height = x + grid["w"], max(row_height, grid["h"])
+    return {
+        "uid": uid,
+        "title": title,
+        "tags": ["wapipe"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {"list": list(variables)},
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+_FUNNEL = 'window="$window", sub_account_id=~"$sub_account_id", country=~"$country"'
+
+
+def funnel() -> dict[str, Any]:
+    stages = "wapipe_funnel_window_messages"
+    return dashboard("wapipe-funnel", "wapipe / delivery funnel", [
+        panel("Messages per stage (current window)", "timeseries",
+              [(f'sum by (stage) ({stages}{{{_FUNNEL}}})', "{{stage}}")],
+              description="Transitions in the current window, summed over the selection."),
+        panel("Rates (current window)", "timeseries",
+              [(f'avg by (rate) (wapipe_funnel_window_rate{{{_FUNNEL}}})', "{{rate}}")],
+              unit="percentunit",
+              description="Ratios of transitions in the same window (README, funnel windows)."),
+        panel("Volume by sub-account and country", "table",
+              [(f'sum by (sub_account_id, country, stage) ({stages}{{{_FUNNEL}}})', "")],
+              width=24),
+        panel("Time to deliver", "timeseries",
+              [(f'max by (quantile) (wapipe_funnel_window_time_to_deliver_seconds{{{_FUNNEL}}})',
+                "p{{quantile}}")], unit="s"),
+        panel("Time to read", "timeseries",
+              [(f'max by (quantile) (wapipe_funnel_window_time_to_read_seconds{{{_FUNNEL}}})',
+                "p{{quantile}}")], unit="s"),
+        panel("Undelivered by error code", "timeseries",
+              [(f'sum by (error_code) (wapipe_funnel_window_undelivered_messages{{{_FUNNEL}}})',
+                "{{error_code}}")], width=24),
+        panel("Rate alerts active", "table",
+              [("wapipe_funnel_rate_alert_active == 1", "")], width=24),
+    ], [
+        {"name": "window", "label": "Window", "type": "custom", "query": "1h,1m",
+         "current": {"text": "1h", "value": "1h"},
+         "options": [{"text": w, "value": w, "selected": w == "1h"} for w in ("1h", "1m")]},
+        variable("sub_account_id", "Sub-account", stages),
+        variable("country", "Country", stages),
+    ])  # fmt: skip
+
+
+def quality() -> dict[str, Any]:
+    return dashboard("wapipe-quality", "wapipe / templates and phone numbers", [
+        panel("Templates with RED strikes", "table",
+              [("wapipe_template_red_strikes > 0", "")], width=24,
+              description="Strike 3 disables a template for good (README, templates)."),
+        panel("Paused templates", "stat", [("sum(wapipe_template_paused)", "paused")], width=8),
+        panel("Disabled templates", "stat",
+              [("sum(wapipe_template_disabled)", "disabled")], width=8),
+        panel("Strike disagreements with Meta", "stat",
+              [("sum(increase(wapipe_templates_strike_disagreements_total[24h]))", "24 h")],
+              width=8),
+        panel("Phone numbers by messaging tier", "table",
+              [("wapipe_phone_messaging_tier_rank", "")], width=12,
+              description="The value is the tier's rank: TIER_250 = 2 ... unlimited = 7."),
+        panel("Flagged phone numbers", "table", [("wapipe_phone_flagged == 1", "")], width=12),
+        panel("Template and phone alerts sent", "timeseries",
+              [("sum by (type) (increase(wapipe_templates_alerts_total[1h]))", "{{type}}"),
+               ("sum by (type) (increase(wapipe_phones_alerts_total[1h]))", "{{type}}")],
+              width=24),
+    ])  # fmt: skip
+
+
+def pipeline() -> dict[str, Any]:
+    duration = "wapipe_ingest_request_duration_seconds_bucket"
+    return dashboard("wapipe-pipeline", "wapipe / pipeline health", [
+        panel("Webhooks per second by outcome", "timeseries",
+              [("sum by (outcome) (rate(wapipe_ingest_requests_total[5m]))", "{{outcome}}")],
+              unit="reqps"),
+        panel("Ingest latency", "timeseries",
+              [(f"histogram_quantile({q}, sum by (le) (rate({duration}[5m])))", f"p{q}")
+               for q in ("0.5", "0.99")], unit="s"),
+        panel("Spool depth", "timeseries",
+              [("sum by (instance) (wapipe_ingest_spool_records)", "{{instance}} records")]),
+        panel("Oldest spooled event", "timeseries",
+              [("max by (instance) (wapipe_ingest_spool_oldest_age_seconds)", "{{instance}}")],
+              unit="s"),
+        panel("Kafka reachable (ingester)", "stat",
+              [("min(wapipe_ingest_kafka_available)", "kafka")], width=8),
+        panel("Consumer lag per processor", "timeseries",
+              [("sum by (processor) (wapipe_processor_consumer_lag_records)", "{{processor}}")],
+              width=16),
+        panel("Events processed per second", "timeseries", [
+            ("sum(rate(wapipe_normalize_events_total[5m]))", "normalize"),
+            ("sum(rate(wapipe_funnel_merged_observations_total[5m]))", "funnel"),
+            ("sum(rate(wapipe_templates_events_total[5m]))", "templates"),
+            ("sum(rate(wapipe_phones_events_total[5m]))", "phones"),
+        ], width=24),
+        panel("normalize outcomes", "timeseries",
+              [("sum by (outcome) (rate(wapipe_normalize_events_total[5m]))", "{{outcome}}")],
+              width=24),
+    ])  # fmt: skip
+
+
+DASHBOARDS = {"funnel": funnel, "quality": quality, "pipeline": pipeline}
+
+
+def render() -> dict[str, str]:
+    """File name -> JSON text of every dashboard."""
+    return {f"{name}.json": json.dumps(build(), indent=2, sort_keys=True) + "\n"
+            for name, build in DASHBOARDS.items()}  # fmt: skip
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    for name, text in render().items():
+        (OUT / name).write_text(text)
+        print(f"wrote {OUT / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

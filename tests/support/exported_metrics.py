@@ -1,0 +1,41 @@
+"""The metric names the code exports, and the names a PromQL expression uses: for the
+tests that check Prometheus rules and Grafana panels against the code."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tempfile
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from ingest.metrics import IngestMetrics
+from wapipe.cli import PROCESSOR_JOBS
+from wapipe.settings import Settings
+
+_SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
+
+
+def exported_metric_names() -> set[str]:
+    """Every metric the ingester and each processor's app register (built, not started)."""
+    registries = [CollectorRegistry()]
+    IngestMetrics(registries[0])
+    home = Path(tempfile.gettempdir()) / "wapipe-metrics-check"  # apps make state dirs
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="metrics.check", home=home)
+    for module in PROCESSOR_JOBS.values():
+        registries.append(CollectorRegistry())
+        importlib.import_module(module).create_app(settings, registries[-1])
+    return {family.name for registry in registries for family in registry.collect()}
+
+
+def metric_names_in(expression: str) -> set[str]:
+    """The wapipe metrics an expression names, without the exposition suffixes."""
+    names = set()
+    for name in re.findall(r"\bwapipe_[a-z0-9_]+", expression):
+        for suffix in _SUFFIXES:
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        names.add(name)
+    return names
