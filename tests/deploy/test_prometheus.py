@@ -32,8 +32,9 @@ def _promtool(*arguments: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)  # fmt: skip
 
 
-def test_the_config_and_its_rules_are_valid() -> None:
-    result = _promtool("check", "config", "prometheus.yml")
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-compose.yml"])
+def test_the_config_and_its_rules_are_valid(config: str) -> None:
+    result = _promtool("check", "config", config)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
