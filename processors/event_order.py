@@ -25,23 +25,42 @@ class Applied:
     at: str | None = None
     event_ids: tuple[str, ...] = ()
 
-    def refuses(self, at: str, event_id: str) -> str | None:
-        """Why an event at `at` with identity `event_id` changes nothing ("stale",
+    def refuses(self, arrival: Arrival | None) -> str | None:
+        """Why an event changes nothing ("stale": older than this, or without a time;
         "duplicate"), or None when it is news."""
-        if self.at is not None and at < self.at:
+        if arrival is None or (self.at is not None and arrival.at < self.at):
             return "stale"
-        if at == self.at and event_id in self.event_ids:
+        if arrival.at == self.at and arrival.identity in self.event_ids:
             return "duplicate"
         return None
 
-    def plus(self, at: str, event_id: str) -> Applied:
+    def plus(self, arrival: Arrival) -> Applied:
         """This with the event taken (one `refuses` let through)."""
-        if at == self.at:
-            return Applied(at, (*self.event_ids, event_id))
-        return Applied(at, (event_id,))
+        if arrival.at == self.at:
+            return Applied(arrival.at, (*self.event_ids, arrival.identity))
+        return Applied(arrival.at, (arrival.identity,))
 
 
 NOTHING = Applied()  # the state before its first event
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """An event's time and identity; `occurrence` names it in its alerts' ids."""
+
+    at: str
+    identity: str
+
+    @property
+    def occurrence(self) -> str:
+        return f"{self.at}|{self.identity}"
+
+
+def arrival(event: Any) -> Arrival | None:
+    """The time (event time, else receive time) and identity of a normalized record;
+    None without a time (normalize always gives a receive time: be total anyway)."""
+    at = event.occurred_at or event.received_at
+    return None if at is None else Arrival(at, identity(event))
 
 
 def identity(event: Any) -> str:

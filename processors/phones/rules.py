@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from processors.alerts import Alert, Severity, make_id
-from processors.event_order import NOTHING, Applied, identity
+from processors.event_order import NOTHING, Applied, arrival
 from processors.normalize.records import AccountEvent, PhoneEvent
 
 # Unique customers per rolling 24 h, in order; both spellings of unlimited.
@@ -68,19 +68,16 @@ class PhoneOutcome:
 
 def apply(state: PhoneState, event: PhoneEvent) -> PhoneOutcome:
     """`state` after `event`, with the alerts it raises."""
-    at = event.occurred_at or event.received_at
-    if at is None:
-        return PhoneOutcome(state, ignored="stale")
-    event_identity = identity(event)
-    occurrence = f"{at}|{event_identity}"  # names the event in its alerts' ids
-    refusal = state.applied.refuses(at, event_identity)
-    if refusal is not None:
+    news = arrival(event)
+    refusal = state.applied.refuses(news)
+    if news is None or refusal is not None:
         return PhoneOutcome(state, ignored=refusal)
+    at, occurrence = news.at, news.occurrence
     state = replace(
         state,
         business_account_id=event.business_account_id or state.business_account_id,
         last_event=event.event,
-        applied=state.applied.plus(at, event_identity),
+        applied=state.applied.plus(news),
     )
     alerts: list[Alert] = []
     if event.event == "FLAGGED":
@@ -119,11 +116,11 @@ def apply(state: PhoneState, event: PhoneEvent) -> PhoneOutcome:
 
 def account_alerts(event: AccountEvent) -> tuple[Alert, ...]:
     """The alert an account event raises: restriction, violation, failed verification."""
-    at = event.occurred_at or event.received_at
     account = event.business_account_id or event.account_id or ""
-    if at is None:
+    news = arrival(event)
+    if news is None:
         return ()
-    occurrence = f"{at}|{identity(event)}"
+    at, occurrence = news.at, news.occurrence
     subject = {"businessAccountId": event.business_account_id, "accountId": event.account_id}
     details = event.details
     if event.event == "ACCOUNT_RESTRICTION":

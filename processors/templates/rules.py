@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from processors.alerts import Alert, Severity, make_id
-from processors.event_order import NOTHING, Applied, identity
+from processors.event_order import NOTHING, Applied, arrival
 from processors.normalize import canonical
 from processors.normalize.records import TemplateEvent
 
@@ -85,20 +85,17 @@ class Outcome:
 
 def apply(state: TemplateState, event: TemplateEvent, policy: StrikePolicy) -> Outcome:
     """`state` after `event`, with the alerts it raises."""
-    at = event.occurred_at or event.received_at
-    if at is None:  # normalize always gives a receipt time; be total anyway
-        return Outcome(state, ignored="stale")
-    event_identity = identity(event)
-    occurrence = f"{at}|{event_identity}"  # names the event in its alerts' ids
-    refusal = state.applied.refuses(at, event_identity)
-    if refusal is not None:
+    news = arrival(event)
+    refusal = state.applied.refuses(news)
+    if news is None or refusal is not None:
         return Outcome(state, ignored=refusal)
+    at, occurrence = news.at, news.occurrence
     state = replace(
         state,
         template_name=event.template_name or state.template_name,
         template_language=event.template_language or state.template_language,
         business_account_id=event.business_account_id or state.business_account_id,
-        applied=state.applied.plus(at, event_identity),
+        applied=state.applied.plus(news),
     )
     if event.new_quality is not None:
         return _quality(state, event, at, occurrence, policy)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from example_bodies import drop, put
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -297,27 +298,12 @@ def _funnel_record() -> dict[str, Any]:
 
 
 def _set(path: str, value: Any) -> Mutation:
-    """Sets the value at `path` ('a/b/c'), creating nothing but the last key."""
-
-    def mutate(record: dict[str, Any]) -> None:
-        *parents, last = path.split("/")
-        node = record
-        for name in parents:
-            node = node[name]
-        node[last] = value
-
-    return mutate
+    """Sets the value at `path` ('a/b/c')."""
+    return put(path.replace("/", "."), value)
 
 
 def _remove(path: str) -> Mutation:
-    def mutate(record: dict[str, Any]) -> None:
-        *parents, last = path.split("/")
-        node = record
-        for name in parents:
-            node = node[name]
-        del node[last]
-
-    return mutate
+    return drop(path.replace("/", "."))
 
 
 def _wrong(suffix: str, mutate: Mutation, path: str, id: str) -> Any:

@@ -20,6 +20,7 @@ from typing import Any, get_args
 
 import orjson
 import pytest
+from example_bodies import drop, put
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -436,27 +437,12 @@ def _alert_record(kind: str) -> Callable[[], dict[str, Any]]:
 
 
 def _set(path: str, value: Any) -> Mutation:
-    """Sets the value at `path` ('a/b/c'), creating nothing but the last key."""
-
-    def mutate(record: dict[str, Any]) -> None:
-        *parents, last = path.split("/")
-        node = record
-        for name in parents:
-            node = node[name]
-        node[last] = value
-
-    return mutate
+    """Sets the value at `path` ('a/b/c')."""
+    return put(path.replace("/", "."), value)
 
 
 def _remove(path: str) -> Mutation:
-    def mutate(record: dict[str, Any]) -> None:
-        *parents, last = path.split("/")
-        node = record
-        for name in parents:
-            node = node[name]
-        del node[last]
-
-    return mutate
+    return drop(path.replace("/", "."))
 
 
 def _wrong(
