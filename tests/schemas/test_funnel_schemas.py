@@ -15,11 +15,19 @@ from datetime import UTC, datetime, timedelta
 from functools import reduce
 from typing import Any
 
-import orjson
 import pytest
-from example_bodies import drop, put
+from example_bodies import Mutation
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from topic_records import (
+    assert_valid,
+    errors,
+    properties_without_description,
+    remove_at,
+    set_at,
+    topic_validator,
+    wire,
+)
 
 import schemas
 from processors.funnel import windows
@@ -43,31 +51,8 @@ RECEIPT_STATES = ("queued", "sent", "delivered", "read", "undelivered", "rejecte
 BUCKET_LABELS = [*(str(bound) for bound in windows.TIME_BUCKETS), "+Inf"]
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
-Mutation = Callable[[dict[str, Any]], None]
-
 
 # --------------------------------------------------------------------------- helpers
-
-
-def validator(suffix: str) -> Any:
-    return schemas.validator(f"topics/{suffix}")
-
-
-def errors(validator: Any, value: Any) -> list[tuple[tuple[str | int, ...], str]]:
-    return [(tuple(error.instance_path), error.message) for error in validator.iter_errors(value)]
-
-
-def wire(value: dict[str, object]) -> dict[str, Any]:
-    """The record as it goes on the topic: through orjson and back."""
-    result: dict[str, Any] = orjson.loads(orjson.dumps(value))
-    return result
-
-
-def assert_valid(suffix: str, value: dict[str, object]) -> dict[str, Any]:
-    record = wire(value)
-    check = validator(suffix)
-    assert check.is_valid(record), errors(check, record)
-    return record
 
 
 def fold(observations: list[Observation], umid: str = "m-1") -> MessageState:
@@ -90,18 +75,6 @@ def published(key: WindowKey, counts: Counts) -> dict[str, Any]:
 
 def at(milliseconds: int) -> str:
     return canonical.format_timestamp(START + timedelta(milliseconds=milliseconds))
-
-
-def properties_without_description(node: Any, path: str = "") -> list[str]:
-    """The paths of every property (also in $defs, at any depth) that has no description."""
-    missing: list[str] = []
-    if isinstance(node, dict):
-        for name, child in node.get("properties", {}).items():
-            if not str(child.get("description", "")).strip():
-                missing.append(f"{path}/{name}")
-        for name, child in node.items():
-            missing += properties_without_description(child, f"{path}/{name}")
-    return missing
 
 
 # --------------------------------------------------------------------------- schema files
@@ -297,15 +270,6 @@ def _funnel_record() -> dict[str, Any]:
     return record
 
 
-def _set(path: str, value: Any) -> Mutation:
-    """Sets the value at `path` ('a/b/c')."""
-    return put(path.replace("/", "."), value)
-
-
-def _remove(path: str) -> Mutation:
-    return drop(path.replace("/", "."))
-
-
 def _wrong(suffix: str, mutate: Mutation, path: str, id: str) -> Any:
     """A valid record of topic `suffix` made invalid by `mutate`: an error must point at
     `path`."""
@@ -314,78 +278,80 @@ def _wrong(suffix: str, mutate: Mutation, path: str, id: str) -> Any:
 
 
 WRONG_RECORDS = [
-    _wrong(MESSAGE_STATE, _set("state", "replied"), "state", id="state-replied"),
-    _wrong(MESSAGE_STATE, _set("state", "SENT"), "state", id="state-upper-case"),
-    _wrong(MESSAGE_STATE, _set("umid", None), "umid", id="umid-null"),
-    _wrong(MESSAGE_STATE, _set("lastEventAt", None), "lastEventAt", id="lastEventAt-null"),
+    _wrong(MESSAGE_STATE, set_at("state", "replied"), "state", id="state-replied"),
+    _wrong(MESSAGE_STATE, set_at("state", "SENT"), "state", id="state-upper-case"),
+    _wrong(MESSAGE_STATE, set_at("umid", None), "umid", id="umid-null"),
+    _wrong(MESSAGE_STATE, set_at("lastEventAt", None), "lastEventAt", id="lastEventAt-null"),
     _wrong(
         MESSAGE_STATE,
-        _set("sentAt", "2026-11-25T10:00:00Z"),
+        set_at("sentAt", "2026-11-25T10:00:00Z"),
         "sentAt",
         id="sentAt-without-milliseconds",
     ),
-    _wrong(MESSAGE_STATE, _set("errorCode", "1022"), "errorCode", id="errorCode-string"),
-    _wrong(MESSAGE_STATE, _set("channel", "WhatsApp"), "channel", id="channel-mixed-case"),
-    _wrong(MESSAGE_STATE, _set("country", "id"), "country", id="country-lower-case"),
-    _wrong(MESSAGE_STATE, _set("msisdn", "6281234567890"), "msisdn", id="msisdn-no-plus"),
+    _wrong(MESSAGE_STATE, set_at("errorCode", "1022"), "errorCode", id="errorCode-string"),
+    _wrong(MESSAGE_STATE, set_at("channel", "WhatsApp"), "channel", id="channel-mixed-case"),
+    _wrong(MESSAGE_STATE, set_at("country", "id"), "country", id="country-lower-case"),
+    _wrong(MESSAGE_STATE, set_at("msisdn", "6281234567890"), "msisdn", id="msisdn-no-plus"),
     _wrong(
         MESSAGE_STATE,
-        _set("templateCategory", "marketing"),
+        set_at("templateCategory", "marketing"),
         "templateCategory",
         id="templateCategory-lower-case",
     ),
-    _wrong(MESSAGE_STATE, _set("extra", 1), "", id="message-state-extra-property"),
-    _wrong(MESSAGE_STATE, _remove("detail"), "", id="message-state-missing-property"),
-    _wrong(FUNNEL, _set("sent", -1), "sent", id="sent-negative"),
-    _wrong(FUNNEL, _set("read", 1.5), "read", id="read-not-integer"),
-    _wrong(FUNNEL, _set("window", "1d"), "window", id="window-unknown-size"),
-    _wrong(FUNNEL, _set("deliveryRate", -0.5), "deliveryRate", id="deliveryRate-negative"),
-    _wrong(FUNNEL, _set("failureRate", "0.5"), "failureRate", id="failureRate-string"),
+    _wrong(MESSAGE_STATE, set_at("extra", 1), "", id="message-state-extra-property"),
+    _wrong(MESSAGE_STATE, remove_at("detail"), "", id="message-state-missing-property"),
+    _wrong(FUNNEL, set_at("sent", -1), "sent", id="sent-negative"),
+    _wrong(FUNNEL, set_at("read", 1.5), "read", id="read-not-integer"),
+    _wrong(FUNNEL, set_at("window", "1d"), "window", id="window-unknown-size"),
+    _wrong(FUNNEL, set_at("deliveryRate", -0.5), "deliveryRate", id="deliveryRate-negative"),
+    _wrong(FUNNEL, set_at("failureRate", "0.5"), "failureRate", id="failureRate-string"),
     _wrong(
         FUNNEL,
-        _set("windowStart", "2026-11-25T10:00:00+00:00"),
+        set_at("windowStart", "2026-11-25T10:00:00+00:00"),
         "windowStart",
         id="windowStart-offset",
     ),
-    _wrong(FUNNEL, _set("windowEnd", None), "windowEnd", id="windowEnd-null"),
-    _wrong(FUNNEL, _set("country", "IDN"), "country", id="funnel-country-alpha-3"),
-    _wrong(FUNNEL, _set("extra", 1), "", id="funnel-extra-property"),
-    _wrong(FUNNEL, _remove("replyRate"), "", id="funnel-missing-property"),
+    _wrong(FUNNEL, set_at("windowEnd", None), "windowEnd", id="windowEnd-null"),
+    _wrong(FUNNEL, set_at("country", "IDN"), "country", id="funnel-country-alpha-3"),
+    _wrong(FUNNEL, set_at("extra", 1), "", id="funnel-extra-property"),
+    _wrong(FUNNEL, remove_at("replyRate"), "", id="funnel-missing-property"),
     _wrong(
         FUNNEL,
-        _set("timeToDeliverSeconds/buckets/2", 0),
+        set_at("timeToDeliverSeconds/buckets/2", 0),
         "timeToDeliverSeconds/buckets",
         id="bucket-unknown-bound",
     ),
     _wrong(
         FUNNEL,
-        _remove("timeToDeliverSeconds/buckets/+Inf"),
+        remove_at("timeToDeliverSeconds/buckets/+Inf"),
         "timeToDeliverSeconds/buckets",
         id="bucket-missing-inf",
     ),
     _wrong(
         FUNNEL,
-        _set("timeToReadSeconds/buckets/60", -1),
+        set_at("timeToReadSeconds/buckets/60", -1),
         "timeToReadSeconds/buckets/60",
         id="bucket-negative",
     ),
-    _wrong(FUNNEL, _set("timeToReadSeconds/p50", "1.0"), "timeToReadSeconds/p50", id="p50-string"),
-    _wrong(FUNNEL, _remove("timeToReadSeconds/p99"), "timeToReadSeconds", id="p99-missing"),
+    _wrong(
+        FUNNEL, set_at("timeToReadSeconds/p50", "1.0"), "timeToReadSeconds/p50", id="p50-string"
+    ),
+    _wrong(FUNNEL, remove_at("timeToReadSeconds/p99"), "timeToReadSeconds", id="p99-missing"),
     _wrong(
         FUNNEL,
-        _set("timeToReadSeconds/mean", 1.0),
+        set_at("timeToReadSeconds/mean", 1.0),
         "timeToReadSeconds",
         id="distribution-extra-property",
     ),
     _wrong(
         FUNNEL,
-        _set("undeliveredByErrorCode/1022", 0),
+        set_at("undeliveredByErrorCode/1022", 0),
         "undeliveredByErrorCode/1022",
         id="error-code-count-zero",
     ),
     _wrong(
         FUNNEL,
-        _set("undeliveredByErrorCode/", 1),
+        set_at("undeliveredByErrorCode/", 1),
         "undeliveredByErrorCode",
         id="error-code-empty",
     ),
@@ -396,7 +362,7 @@ WRONG_RECORDS = [
 def test_wrong_value_is_invalid(
     suffix: str, build: Callable[[], dict[str, Any]], mutate: Mutation, path: str
 ) -> None:
-    check = validator(suffix)
+    check = topic_validator(suffix)
     record = build()
     assert check.is_valid(record), errors(check, record)  # valid before the mutation
     mutate(record)

@@ -11,15 +11,23 @@ normalize. No Kafka involved.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
-from example_bodies import EXAMPLE_NAMES, EXAMPLE_PATHS
+from example_bodies import EXAMPLE_NAMES, EXAMPLE_PATHS, Mutation
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from topic_records import (
+    assert_valid,
+    errors,
+    properties_without_description,
+    remove_at,
+    set_at,
+    topic_validator,
+    wire,
+)
 
 import schemas
 from processors.normalize import canonical
@@ -50,32 +58,10 @@ PHONE_EXAMPLES = [
 ]
 PATHS = dict(zip(EXAMPLE_NAMES, EXAMPLE_PATHS, strict=True))
 
-Mutation = Callable[[dict[str, Any]], None]
 _ids = itertools.count()
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def validator() -> Any:
-    return schemas.validator(f"topics/{PHONE_STATE}")
-
-
-def errors(check: Any, value: Any) -> list[tuple[tuple[str | int, ...], str]]:
-    return [(tuple(error.instance_path), error.message) for error in check.iter_errors(value)]
-
-
-def wire(value: dict[str, object]) -> dict[str, Any]:
-    """The record as it goes on the topic: through orjson and back."""
-    result: dict[str, Any] = orjson.loads(orjson.dumps(value))
-    return result
-
-
-def assert_valid(value: dict[str, object]) -> dict[str, Any]:
-    record = wire(value)
-    check = validator()
-    assert check.is_valid(record), errors(check, record)
-    return record
 
 
 def at(milliseconds: int) -> str:
@@ -117,18 +103,6 @@ def fold(events: list[PhoneEvent], number: str = NUMBER) -> list[PhoneState]:
         state = apply(state, event).state
         states.append(state)
     return states
-
-
-def properties_without_description(node: Any, path: str = "") -> list[str]:
-    """The paths of every property (also in $defs, at any depth) that has no description."""
-    missing: list[str] = []
-    if isinstance(node, dict):
-        for name, child in node.get("properties", {}).items():
-            if not str(child.get("description", "")).strip():
-                missing.append(f"{path}/{name}")
-        for name, child in node.items():
-            missing += properties_without_description(child, f"{path}/{name}")
-    return missing
 
 
 def assert_promises(record: dict[str, Any]) -> None:
@@ -262,7 +236,7 @@ phone_events = st.builds(
 )
 def test_every_phone_state_is_valid(events: list[PhoneEvent], number: str) -> None:
     for state in fold(events, number):
-        record = assert_valid(phone_state_value(state))
+        record = assert_valid(PHONE_STATE, phone_state_value(state))
         assert record["displayPhoneNumber"] == number
         assert_promises(record)
 
@@ -270,7 +244,7 @@ def test_every_phone_state_is_valid(events: list[PhoneEvent], number: str) -> No
 def test_a_long_history_is_valid_and_capped() -> None:
     tiers = itertools.cycle(["TIER_1K", "TIER_10K", "TIER_NEW"])
     events = [phone(n * 60_000, "UPGRADE", next(tiers)) for n in range(HISTORY_LENGTH + 5)]
-    record = assert_valid(phone_state_value(fold(events)[-1]))
+    record = assert_valid(PHONE_STATE, phone_state_value(fold(events)[-1]))
     assert len(record["tierHistory"]) == HISTORY_LENGTH
     assert record["tierHistory"][0]["at"] == at(5 * 60_000)
     assert_promises(record)
@@ -295,7 +269,7 @@ def normalized_phone(name: str) -> PhoneEvent:
 def test_example_gives_a_valid_record(name: str) -> None:
     event = normalized_phone(name)
     (state,) = fold([event], event.display_phone_number)
-    record = assert_valid(phone_state_value(state))
+    record = assert_valid(PHONE_STATE, phone_state_value(state))
     assert record["updatedAt"] == event.occurred_at
     assert record["lastEvent"] == event.event
     assert_promises(record)
@@ -308,7 +282,7 @@ def test_examples_folded_per_number_give_valid_records() -> None:
         by_number.setdefault(event.display_phone_number, []).append(event)
     for number, story in by_number.items():
         for state in fold(story, number):
-            assert_promises(assert_valid(phone_state_value(state)))
+            assert_promises(assert_valid(PHONE_STATE, phone_state_value(state)))
 
 
 # --------------------------------------------------------------------------- wrong values
@@ -325,30 +299,6 @@ def _phone_state_record() -> dict[str, Any]:
     return wire(phone_state_value(states[-1]))
 
 
-def _set(path: str, value: Any) -> Mutation:
-    """Sets the value at `path` ('a/0/c'), creating nothing but the last key."""
-
-    def mutate(record: dict[str, Any]) -> None:
-        *parents, last = path.split("/")
-        node: Any = record
-        for name in parents:
-            node = node[int(name)] if isinstance(node, list) else node[name]
-        node[last] = value
-
-    return mutate
-
-
-def _remove(path: str) -> Mutation:
-    def mutate(record: dict[str, Any]) -> None:
-        *parents, last = path.split("/")
-        node: Any = record
-        for name in parents:
-            node = node[int(name)] if isinstance(node, list) else node[name]
-        del node[last]
-
-    return mutate
-
-
 def _history_of(length: int) -> Mutation:
     def mutate(record: dict[str, Any]) -> None:
         record["tierHistory"] = [{"at": at(n), "tier": "TIER_1K"} for n in range(length)]
@@ -357,36 +307,36 @@ def _history_of(length: int) -> Mutation:
 
 
 WRONG_RECORDS = [
-    pytest.param(_remove("tierHistory/0/tier"), "tierHistory/0", id="history-item-without-tier"),
-    pytest.param(_remove("tierHistory/1/at"), "tierHistory/1", id="history-item-without-at"),
-    pytest.param(_set("tierHistory/0/extra", 1), "tierHistory/0", id="history-item-extra"),
-    pytest.param(_set("tierHistory/0/tier", None), "tierHistory/0/tier", id="history-tier-null"),
+    pytest.param(remove_at("tierHistory/0/tier"), "tierHistory/0", id="history-item-without-tier"),
+    pytest.param(remove_at("tierHistory/1/at"), "tierHistory/1", id="history-item-without-at"),
+    pytest.param(set_at("tierHistory/0/extra", 1), "tierHistory/0", id="history-item-extra"),
+    pytest.param(set_at("tierHistory/0/tier", None), "tierHistory/0/tier", id="history-tier-null"),
     pytest.param(
-        _set("tierHistory/0/tier", "tier_10k"), "tierHistory/0/tier", id="history-tier-lower"
+        set_at("tierHistory/0/tier", "tier_10k"), "tierHistory/0/tier", id="history-tier-lower"
     ),
     pytest.param(
-        _set("tierHistory/0/at", "2026-11-25T08:00:00Z"),
+        set_at("tierHistory/0/at", "2026-11-25T08:00:00Z"),
         "tierHistory/0/at",
         id="history-at-without-milliseconds",
     ),
     pytest.param(_history_of(HISTORY_LENGTH + 1), "tierHistory", id="history-too-long"),
-    pytest.param(_set("tierHistory", None), "tierHistory", id="history-null"),
-    pytest.param(_set("flagged", "true"), "flagged", id="flagged-string"),
-    pytest.param(_set("flagged", None), "flagged", id="flagged-null"),
-    pytest.param(_set("extra", 1), "", id="extra-property"),
-    pytest.param(_remove("flagReason"), "", id="missing-property"),
-    pytest.param(_set("displayPhoneNumber", None), "displayPhoneNumber", id="number-null"),
-    pytest.param(_set("currentLimit", "tier_1k"), "currentLimit", id="currentLimit-lower"),
-    pytest.param(_set("lastEvent", "flagged"), "lastEvent", id="lastEvent-lower"),
+    pytest.param(set_at("tierHistory", None), "tierHistory", id="history-null"),
+    pytest.param(set_at("flagged", "true"), "flagged", id="flagged-string"),
+    pytest.param(set_at("flagged", None), "flagged", id="flagged-null"),
+    pytest.param(set_at("extra", 1), "", id="extra-property"),
+    pytest.param(remove_at("flagReason"), "", id="missing-property"),
+    pytest.param(set_at("displayPhoneNumber", None), "displayPhoneNumber", id="number-null"),
+    pytest.param(set_at("currentLimit", "tier_1k"), "currentLimit", id="currentLimit-lower"),
+    pytest.param(set_at("lastEvent", "flagged"), "lastEvent", id="lastEvent-lower"),
     pytest.param(
-        _set("updatedAt", "2026-11-25T08:02:00.000+00:00"), "updatedAt", id="updatedAt-offset"
+        set_at("updatedAt", "2026-11-25T08:02:00.000+00:00"), "updatedAt", id="updatedAt-offset"
     ),
 ]
 
 
 @pytest.mark.parametrize(("mutate", "path"), WRONG_RECORDS)
 def test_wrong_value_is_invalid(mutate: Mutation, path: str) -> None:
-    check = validator()
+    check = topic_validator(PHONE_STATE)
     record = _phone_state_record()
     assert check.is_valid(record), errors(check, record)  # valid before the mutation
     mutate(record)

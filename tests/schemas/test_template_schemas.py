@@ -18,11 +18,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
-import orjson
 import pytest
-from example_bodies import drop, put
+from example_bodies import Mutation
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from topic_records import (
+    assert_valid,
+    errors,
+    properties_without_description,
+    remove_at,
+    set_at,
+    topic_validator,
+    wire,
+)
 
 import schemas
 from processors.alerts import Alert, Severity, alert_value
@@ -64,32 +72,10 @@ REASONS = (None, "NONE", "INCORRECT_CATEGORY", "INVALID_FORMAT", "ABUSIVE_CONTEN
 CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
 DISABLE_DATES = (None, "2026-12-02")  # as Meta sends it: not normalized
 
-Mutation = Callable[[dict[str, Any]], None]
 _ids = itertools.count()
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def validator(suffix: str) -> Any:
-    return schemas.validator(f"topics/{suffix}")
-
-
-def errors(validator: Any, value: Any) -> list[tuple[tuple[str | int, ...], str]]:
-    return [(tuple(error.instance_path), error.message) for error in validator.iter_errors(value)]
-
-
-def wire(value: dict[str, object]) -> dict[str, Any]:
-    """The record as it goes on the topic: through orjson and back."""
-    result: dict[str, Any] = orjson.loads(orjson.dumps(value))
-    return result
-
-
-def assert_valid(suffix: str, value: dict[str, object]) -> dict[str, Any]:
-    record = wire(value)
-    check = validator(suffix)
-    assert check.is_valid(record), errors(check, record)
-    return record
 
 
 def at(minutes: int) -> str:
@@ -154,23 +140,6 @@ def run(
         state = outcome.state
         alerts += outcome.alerts
     return written, alerts
-
-
-def properties_without_description(node: Any, path: str = "") -> list[str]:
-    """The paths of every property (also in $defs and allOf's `then`, at any depth) that has
-    no description. An `if` is a condition on the record, not a property definition."""
-    missing: list[str] = []
-    if isinstance(node, dict):
-        for name, child in node.get("properties", {}).items():
-            if not str(child.get("description", "")).strip():
-                missing.append(f"{path}/{name}")
-        for name, child in node.items():
-            if name != "if":
-                missing += properties_without_description(child, f"{path}/{name}")
-    elif isinstance(node, list):
-        for index, child in enumerate(node):
-            missing += properties_without_description(child, f"{path}/{index}")
-    return missing
 
 
 def details_rules() -> dict[str, str]:
@@ -436,15 +405,6 @@ def _alert_record(kind: str) -> Callable[[], dict[str, Any]]:
     return build
 
 
-def _set(path: str, value: Any) -> Mutation:
-    """Sets the value at `path` ('a/b/c')."""
-    return put(path.replace("/", "."), value)
-
-
-def _remove(path: str) -> Mutation:
-    return drop(path.replace("/", "."))
-
-
 def _wrong(
     suffix: str, build: Callable[[], dict[str, Any]], mutate: Mutation, path: str, id: str
 ) -> Any:
@@ -458,90 +418,96 @@ FLAGGED = _alert_record("TEMPLATE_FLAGGED")
 UNPAUSED = _alert_record("TEMPLATE_UNPAUSED")
 
 WRONG_RECORDS = [
-    _wrong(ALERTS, RED, _set("severity", "error"), "severity", id="severity-unknown"),
-    _wrong(ALERTS, RED, _set("severity", "WARNING"), "severity", id="severity-upper-case"),
-    _wrong(ALERTS, RED, _remove("subject/templateId"), "subject", id="template-alert-no-id"),
+    _wrong(ALERTS, RED, set_at("severity", "error"), "severity", id="severity-unknown"),
+    _wrong(ALERTS, RED, set_at("severity", "WARNING"), "severity", id="severity-upper-case"),
+    _wrong(ALERTS, RED, remove_at("subject/templateId"), "subject", id="template-alert-no-id"),
     _wrong(
         ALERTS,
         RED,
-        _set("subject/templateId", None),
+        set_at("subject/templateId", None),
         "subject/templateId",
         id="template-alert-null-id",
     ),
-    _wrong(ALERTS, RED, _set("details/strike", 0), "details/strike", id="strike-0"),
-    _wrong(ALERTS, RED, _set("details/strike", "1"), "details/strike", id="strike-string"),
-    _wrong(ALERTS, RED, _set("details/action", "STOP"), "details/action", id="action-unknown"),
+    _wrong(ALERTS, RED, set_at("details/strike", 0), "details/strike", id="strike-0"),
+    _wrong(ALERTS, RED, set_at("details/strike", "1"), "details/strike", id="strike-string"),
+    _wrong(ALERTS, RED, set_at("details/action", "STOP"), "details/action", id="action-unknown"),
     _wrong(
         ALERTS,
         RED,
-        _set("details/pauseHours", 1.5),
+        set_at("details/pauseHours", 1.5),
         "details/pauseHours",
         id="pauseHours-not-integer",
     ),
     _wrong(
         ALERTS,
         RED,
-        _set("details/pausedUntil", "2026-11-25T11:00:00Z"),
+        set_at("details/pausedUntil", "2026-11-25T11:00:00Z"),
         "details/pausedUntil",
         id="pausedUntil-without-milliseconds",
     ),
     _wrong(
-        ALERTS, RED, _remove("details/strikesToDisable"), "details", id="red-details-missing-key"
+        ALERTS, RED, remove_at("details/strikesToDisable"), "details", id="red-details-missing-key"
     ),
-    _wrong(ALERTS, RED, _set("details/extra", 1), "details", id="red-details-extra-key"),
+    _wrong(ALERTS, RED, set_at("details/extra", 1), "details", id="red-details-extra-key"),
     _wrong(
         ALERTS,
         FLAGGED,
-        _set("details/disableDate", 20261202),
+        set_at("details/disableDate", 20261202),
         "details/disableDate",
         id="disableDate-integer",
     ),
     _wrong(
         ALERTS,
         UNPAUSED,
-        _set("details/pausedUntil", None),
+        set_at("details/pausedUntil", None),
         "details/pausedUntil",
         id="unpaused-pausedUntil-null",
     ),
-    _wrong(ALERTS, RED, _set("extra", 1), "", id="alert-extra-property"),
-    _wrong(ALERTS, RED, _remove("details"), "", id="alert-missing-property"),
-    _wrong(ALERTS, RED, _set("type", "template_quality_red"), "type", id="type-lower-case"),
-    _wrong(ALERTS, RED, _set("occurredAt", None), "occurredAt", id="occurredAt-null"),
-    _wrong(ALERTS, RED, _set("summary", ""), "summary", id="summary-empty"),
-    _wrong(ALERTS, RED, _set("subject", {}), "subject", id="subject-empty"),
-    _wrong(ALERTS, RED, _set("alertId", "strike-1"), "alertId", id="alertId-without-type"),
+    _wrong(ALERTS, RED, set_at("extra", 1), "", id="alert-extra-property"),
+    _wrong(ALERTS, RED, remove_at("details"), "", id="alert-missing-property"),
+    _wrong(ALERTS, RED, set_at("type", "template_quality_red"), "type", id="type-lower-case"),
+    _wrong(ALERTS, RED, set_at("occurredAt", None), "occurredAt", id="occurredAt-null"),
+    _wrong(ALERTS, RED, set_at("summary", ""), "summary", id="summary-empty"),
+    _wrong(ALERTS, RED, set_at("subject", {}), "subject", id="subject-empty"),
+    _wrong(ALERTS, RED, set_at("alertId", "strike-1"), "alertId", id="alertId-without-type"),
     _wrong(
         TEMPLATE_STATE,
         _state_record,
-        _set("redStrikes", -1),
+        set_at("redStrikes", -1),
         "redStrikes",
         id="redStrikes-negative",
     ),
     _wrong(
         TEMPLATE_STATE,
         _state_record,
-        _set("redStrikes", 11),
+        set_at("redStrikes", 11),
         "redStrikes",
         id="redStrikes-beyond-10",
     ),
     _wrong(
-        TEMPLATE_STATE, _state_record, _set("status", "flagged"), "status", id="status-lower-case"
+        TEMPLATE_STATE, _state_record, set_at("status", "flagged"), "status", id="status-lower-case"
     ),
     _wrong(
-        TEMPLATE_STATE, _state_record, _set("disabled", "false"), "disabled", id="disabled-string"
-    ),
-    _wrong(
-        TEMPLATE_STATE, _state_record, _set("templateId", None), "templateId", id="templateId-null"
+        TEMPLATE_STATE, _state_record, set_at("disabled", "false"), "disabled", id="disabled-string"
     ),
     _wrong(
         TEMPLATE_STATE,
         _state_record,
-        _set("pausedUntil", "2026-11-25T11:00:00Z"),
+        set_at("templateId", None),
+        "templateId",
+        id="templateId-null",
+    ),
+    _wrong(
+        TEMPLATE_STATE,
+        _state_record,
+        set_at("pausedUntil", "2026-11-25T11:00:00Z"),
         "pausedUntil",
         id="state-pausedUntil-without-milliseconds",
     ),
-    _wrong(TEMPLATE_STATE, _state_record, _set("extra", 1), "", id="state-extra-property"),
-    _wrong(TEMPLATE_STATE, _state_record, _remove("disableDate"), "", id="state-missing-property"),
+    _wrong(TEMPLATE_STATE, _state_record, set_at("extra", 1), "", id="state-extra-property"),
+    _wrong(
+        TEMPLATE_STATE, _state_record, remove_at("disableDate"), "", id="state-missing-property"
+    ),
 ]
 
 
@@ -549,7 +515,7 @@ WRONG_RECORDS = [
 def test_wrong_value_is_invalid(
     suffix: str, build: Callable[[], dict[str, Any]], mutate: Mutation, path: str
 ) -> None:
-    check = validator(suffix)
+    check = topic_validator(suffix)
     record = build()
     assert check.is_valid(record), errors(check, record)  # valid before the mutation
     mutate(record)

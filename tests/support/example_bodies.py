@@ -41,12 +41,14 @@ def derive(name: str, *mutations: Mutation) -> Body:
     return body
 
 
-def _parent(body: Body, path: str) -> tuple[Any, str]:
+def _parent(body: Body, path: str) -> tuple[Any, Any]:
+    """The container holding the last key of the dotted `path`, and that key (a list's
+    items by index: "a.0.b")."""
     *parents, leaf = path.split(".")
     node = body
     for key in parents:
-        node = node[key]
-    return node, leaf
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    return node, int(leaf) if isinstance(node, list) else leaf
 
 
 def put(path: str, value: Any) -> Mutation:
