@@ -4,6 +4,7 @@ the worker tests of the stateful jobs (templates, phones)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -93,6 +94,29 @@ class StateAndAlerts:
                     self.states[self.state_id(record, value)] = value
                 else:
                     self.alerts.append(value)
+
+
+async def run_with_sigkills(
+    settings: Settings, job: str, state: TopicSpec, start_worker: Callable[..., Any], log: Path,
+    expected_states: dict[str, dict[str, Any]], expected_alert_ids: set[str],
+    kills_at: tuple[float, ...] = (0.3, 0.6), **environment: str,
+) -> StateAndAlerts:  # fmt: skip
+    """Run `wapipe process <job>`, SIGKILL it and restart it when the given shares of
+    the expected states have arrived, and read until the states are the expected ones
+    and every expected alert came; returns what was read."""
+    worker = start_worker(job, settings, **environment)
+    async with StateAndAlerts(settings, state) as outputs:
+        for share in kills_at:
+            await outputs.until(lambda s=share: len(outputs.states) >= s * len(expected_states),
+                                worker, log, f"{share:.0%} of the states")  # fmt: skip
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            worker = start_worker(job, settings, **environment)
+        await outputs.until(
+            lambda: outputs.states == expected_states and outputs.alert_ids >= expected_alert_ids,
+            worker, log, "the exact final states and every alert",
+        )  # fmt: skip
+    return outputs
 
 
 def _tail(log: Path) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import signal
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from state_topics import StateAndAlerts, feed
+from state_topics import StateAndAlerts, feed, run_with_sigkills
 
 from processors.alerts import Alert
 from processors.normalize import canonical
@@ -105,17 +104,8 @@ async def test_sigkills_change_neither_the_states_nor_the_alert_ids(
                                       occurred_at=at(minutes - 30)))  # fmt: skip
     states, alert_ids = expected(events)
     await feed(settings, topics.PHONE, events, key=lambda e: e.display_phone_number)
-    environment = {"WAPIPE_PROCESSOR_BATCH_SIZE": "50"}
-    log = tmp_path / "phones.log"
-    worker = start_worker("phones", settings, **environment)
-    async with StateAndAlerts(settings, topics.PHONE_STATE) as outputs:
-        for fraction in (0.3, 0.6):
-            await outputs.until(lambda f=fraction: len(outputs.states) >= f * len(states),
-                                worker, log, f"{fraction:.0%} of the numbers")  # fmt: skip
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
-            worker = start_worker("phones", settings, **environment)
-        await outputs.until(lambda: outputs.states == states and outputs.alert_ids >= alert_ids,
-                            worker, log, "the exact final states and every alert")  # fmt: skip
+    outputs = await run_with_sigkills(settings, "phones", topics.PHONE_STATE, start_worker,
+                                      tmp_path / "phones.log", states, alert_ids,
+                                      WAPIPE_PROCESSOR_BATCH_SIZE="50")  # fmt: skip
     assert outputs.alert_ids == alert_ids
     assert len(alert_ids) > 1000

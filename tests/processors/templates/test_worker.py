@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import itertools
 import random
-import signal
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from state_topics import StateAndAlerts, feed
+from state_topics import StateAndAlerts, feed, run_with_sigkills
 
 from processors.alerts import alert_value
 from processors.normalize import canonical
@@ -145,19 +144,8 @@ async def test_sigkills_change_neither_the_states_nor_the_alert_ids(
         "WAPIPE_PROCESSOR_BATCH_SIZE": "50",
         "WAPIPE_TEMPLATE_PAUSE_CHECK_SECONDS": "3600",
     }  # no ticks: fold order only
-    log = tmp_path / "templates.log"
-    worker = start_worker("templates", settings, **environment)
-    async with StateAndAlerts(settings, topics.TEMPLATE_STATE) as outputs:
-        for fraction in (0.3, 0.6):
-            await outputs.until(lambda f=fraction: len(outputs.states) >= f * len(final_states),
-                                worker, log, f"{fraction:.0%} of the templates")  # fmt: skip
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
-            worker = start_worker("templates", settings, **environment)
-        await outputs.until(
-            lambda: outputs.states == final_states
-            and outputs.alert_ids >= alert_ids,
-            worker, log, "the exact final states and every alert",
-        )  # fmt: skip
+    outputs = await run_with_sigkills(settings, "templates", topics.TEMPLATE_STATE, start_worker,
+                                      tmp_path / "templates.log", final_states, alert_ids,
+                                      **environment)  # fmt: skip
     assert outputs.alert_ids == alert_ids
     assert sum(state["redStrikes"] for state in final_states.values()) > 100
