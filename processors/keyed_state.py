@@ -35,6 +35,7 @@ class KeyedBatch(Generic[State]):
     table: Any
     records: StateRecords[State]
     alerts_topic: Any
+    alerts_sent: Any  # the job's Counter of alerts, by type
     changed: dict[str, tuple[State, Any]] = field(default_factory=dict)  # key -> (state, event)
     alerts: list[tuple[str, Alert]] = field(default_factory=list)  # (Kafka key, alert)
 
@@ -50,7 +51,9 @@ class KeyedBatch(Generic[State]):
             self.changed[key] = (after, event)
 
     def alert(self, key: str, alerts: tuple[Alert, ...]) -> None:
-        self.alerts += [(key, alert) for alert in alerts]
+        for alert in alerts:
+            self.alerts.append((key, alert))
+            self.alerts_sent.labels(alert.type).inc()
 
     async def publish_then_store(self) -> None:
         deliveries = [

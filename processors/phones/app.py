@@ -88,7 +88,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @app.agent(sources, name="phone_states")
     async def phone_states(stream: Any) -> None:
         async def handle(events: list[Any]) -> None:
-            batch = KeyedBatch(states, records, alerts_topic)
+            batch = KeyedBatch(states, records, alerts_topic, metrics.alerts)
             for event in events:
                 key = event.message.key.decode()
                 value = orjson.loads(event.message.value)
@@ -102,8 +102,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                     batch.update(key, before, outcome.state, event)
                     alerts = outcome.alerts
                 batch.alert(key, alerts)
-                for alert in alerts:
-                    metrics.alerts.labels(alert.type).inc()
             await batch.publish_then_store()
 
         await runtime.handle_batches(stream, settings, "phones", handle)

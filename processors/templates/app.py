@@ -108,7 +108,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @app.agent(sources, name="template_states")
     async def template_states(stream: Any) -> None:
         async def handle(events: list[Any]) -> None:
-            batch = KeyedBatch(states, records, alerts_topic)
+            batch = KeyedBatch(states, records, alerts_topic, metrics.alerts)
             for event in events:
                 template_id = event.message.key.decode()
                 before = batch.state(template_id, event)
@@ -126,11 +126,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                                 metas=outcome.disagreement.metas,
                                 title=outcome.disagreement.title)  # fmt: skip
                 batch.update(template_id, before, outcome.state, event)
-                metrics.show(outcome.state, canonical.format_timestamp(datetime.now(UTC)))
                 batch.alert(template_id, outcome.alerts)
-                for alert in outcome.alerts:
-                    metrics.alerts.labels(alert.type).inc()
             await batch.publish_then_store()
+            now = canonical.format_timestamp(datetime.now(UTC))
+            for state, _ in batch.changed.values():
+                metrics.show(state, now)
 
         await runtime.handle_batches(stream, settings, "templates", handle)
 
