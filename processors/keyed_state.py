@@ -23,7 +23,7 @@ State = TypeVar("State")
 class StateRecords(Generic[State]):
     """How a job's states are stored and published."""
 
-    topic: Any  # the compacted state topic
+    topic: runtime.Sink  # the compacted state topic
     value: Callable[[State], dict[str, object]]  # the topic's record
     event_time: Callable[[State], str | None]  # its Kafka timestamp
     dump: Callable[[State], bytes]  # table value
@@ -34,7 +34,7 @@ class StateRecords(Generic[State]):
 class KeyedBatch(Generic[State]):
     table: Any
     records: StateRecords[State]
-    alerts_topic: Any
+    alerts_topic: runtime.Sink
     alerts_sent: Any  # the job's Counter of alerts, by type
     changed: dict[str, tuple[State, Any]] = field(default_factory=dict)  # key -> (state, event)
     alerts: list[tuple[str, Alert]] = field(default_factory=list)  # (Kafka key, alert)

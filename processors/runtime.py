@@ -110,6 +110,26 @@ def raw_topic(app: faust.App, *names: str) -> Any:
     )
 
 
+class Sink:
+    """A topic the job writes to, through faust's producer directly.
+
+    faust's `Topic.send` wraps every record in a FutureMessage and passes it through
+    its own buffer and callbacks: a tenth of the funnel worker's time in a profile.
+    The jobs await Kafka's acknowledgements themselves, so the producer's own
+    future is all they need.
+    """
+
+    def __init__(self, app: faust.App, name: str) -> None:
+        self.app, self.name = app, name
+
+    async def send(
+        self, key: bytes | None, value: bytes, timestamp: float | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]:  # fmt: skip
+        """Queue one record; the result resolves once Kafka acknowledged it."""
+        return await self.app.producer.send(self.name, key, value, None, timestamp, headers)
+
+
 def event_timestamp(at: str | None) -> float | None:
     """A record's Kafka timestamp (epoch seconds) from its canonical event time."""
     return None if at is None else canonical.parse_timestamp(at, "at").timestamp()

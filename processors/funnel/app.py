@@ -22,6 +22,7 @@ Why this is exact under crashes: README, "Exact under crashes".
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,13 +70,15 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     prefix = settings.topic_prefix
     status_name = topics.STATUS.name(prefix)
     sources = runtime.raw_topic(app, status_name, topics.INBOUND.name(prefix))
-    observations = runtime.raw_topic(app, topics.FUNNEL_OBSERVATIONS.name(prefix))
-    partials_topic = runtime.raw_topic(app, topics.FUNNEL_PARTIALS.name(prefix))
+    observations_name = topics.FUNNEL_OBSERVATIONS.name(prefix)
+    observations = runtime.raw_topic(app, observations_name)
+    partials_name = topics.FUNNEL_PARTIALS.name(prefix)
     outputs = _Outputs(
-        message_state=runtime.raw_topic(app, topics.MESSAGE_STATE.name(prefix)),
-        partials=partials_topic,
-        funnel=runtime.raw_topic(app, topics.FUNNEL.name(prefix)),
-        alerts=runtime.raw_topic(app, topics.ALERTS.name(prefix)),
+        observations=runtime.Sink(app, observations_name),
+        message_state=runtime.Sink(app, topics.MESSAGE_STATE.name(prefix)),
+        partials=runtime.Sink(app, partials_name),
+        funnel=runtime.Sink(app, topics.FUNNEL.name(prefix)),
+        alerts=runtime.Sink(app, topics.ALERTS.name(prefix)),
     )
     window_options = runtime.table_options(settings, ttl_days=settings.funnel_window_days + 1)
     # umid -> the message's state (JSON). The TTL counts from the last write, i.e.
@@ -109,8 +112,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 link = _observation(message.topic == status_name, message.value, metrics)
                 if link is not None:
                     umid, observation = link
-                    deliveries.append(await observations.send(
-                        key=umid.encode(), value=orjson.dumps(observation),
+                    deliveries.append(await outputs.observations.send(
+                        umid.encode(), orjson.dumps(observation),
                         timestamp=message.timestamp,
                     ))  # fmt: skip
             await asyncio.gather(*deliveries)
@@ -129,7 +132,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
         await runtime.handle_batches(stream, settings, "funnel", handle)
 
-    @app.agent(partials_topic, name="windows")
+    @app.agent(runtime.raw_topic(app, partials_name), name="windows")
     async def windows(stream: Any) -> None:
         async def handle(events: list[Any]) -> None:
             batch = _WindowBatch(window_parts, subaccounts, limits)
@@ -146,10 +149,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     return app
 
 
+@dataclass(frozen=True)
 class _Outputs:
-    def __init__(self, message_state: Any, partials: Any, funnel: Any, alerts: Any) -> None:
-        self.message_state, self.partials, self.funnel = message_state, partials, funnel
-        self.alerts = alerts
+    observations: runtime.Sink
+    message_state: runtime.Sink
+    partials: runtime.Sink
+    funnel: runtime.Sink
+    alerts: runtime.Sink
 
 
 def _observation(

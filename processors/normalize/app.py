@@ -62,7 +62,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app = runtime.create_app(settings, "normalize", registry)
     prefix = settings.topic_prefix
     raw = runtime.raw_topic(app, topics.RAW.name(prefix))
-    sinks = {spec.suffix: runtime.raw_topic(app, spec.name(prefix)) for spec in _SINKS}
+    sinks = {spec.suffix: runtime.Sink(app, spec.name(prefix)) for spec in _SINKS}
     # dedupe key or id key -> when first seen (and the id's content digest): see seen.py.
     seen = app.Table(
         "seen", key_type=str, value_type=str, default=None,
@@ -81,7 +81,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
 
 async def _handle_batch(
-    events: list[Any], seen: Any, sweep: SeenSweep, sinks: dict[str, Any],
+    events: list[Any], seen: Any, sweep: SeenSweep, sinks: dict[str, runtime.Sink],
     metrics: NormalizeMetrics,
 ) -> None:  # fmt: skip
     now_ms = int(time.time() * 1000)

@@ -75,12 +75,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     prefix = settings.topic_prefix
     account_name = topics.ACCOUNT.name(prefix)
     sources = runtime.raw_topic(app, topics.PHONE.name(prefix), account_name)
-    alerts_topic = runtime.raw_topic(app, topics.ALERTS.name(prefix))
+    alerts_topic = runtime.Sink(app, topics.ALERTS.name(prefix))
     # displayPhoneNumber -> its state (JSON). No TTL: numbers are few and live for years.
     states = app.Table("phones", key_type=str, value_type=str, default=None,
                        options=runtime.table_options(settings))  # fmt: skip
     records = StateRecords(
-        topic=runtime.raw_topic(app, topics.PHONE_STATE.name(prefix)),
+        topic=runtime.Sink(app, topics.PHONE_STATE.name(prefix)),
         value=phone_state_value, event_time=lambda state: state.updated_at,
         dump=lambda state: orjson.dumps(asdict(state)), load=_load,
     )  # fmt: skip

@@ -92,15 +92,15 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     prefix = settings.topic_prefix
     ticks_name = topics.TEMPLATE_TICKS.name(prefix)
     sources = runtime.raw_topic(app, topics.TEMPLATE.name(prefix), ticks_name)
-    ticks = runtime.raw_topic(app, ticks_name)
-    alerts_topic = runtime.raw_topic(app, topics.ALERTS.name(prefix))
+    ticks = runtime.Sink(app, ticks_name)
+    alerts_topic = runtime.Sink(app, topics.ALERTS.name(prefix))
     policy = StrikePolicy(settings.template_pause_hours, settings.template_disabling_strike)
     # templateId -> its state (JSON). No TTL: templates are few and live for years.
     states = app.Table("templates", key_type=str, value_type=str, default=None,
                        options=runtime.table_options(settings))  # fmt: skip
 
     records = StateRecords(
-        topic=runtime.raw_topic(app, topics.TEMPLATE_STATE.name(prefix)),
+        topic=runtime.Sink(app, topics.TEMPLATE_STATE.name(prefix)),
         value=template_state_value, event_time=lambda state: state.updated_at,
         dump=lambda state: orjson.dumps(asdict(state)), load=_load,
     )  # fmt: skip
@@ -144,7 +144,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             state = _load(template_id, data)
             metrics.show(state, now)
             if state.paused_until is not None and not state.disabled and state.paused_until <= now:
-                await ticks.send(key=template_id.encode(), value=orjson.dumps({"now": now}))
+                await ticks.send(template_id.encode(), orjson.dumps({"now": now}))
 
     return app
 
