@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from wapipe import local_kafka
-from wapipe.local_kafka import LocalBroker, LocalKafkaError
+from wapipe.local_kafka import LocalBroker, LocalCluster, LocalKafkaError
+from wapipe.settings import Settings
+from wapipe.topics import RAW, create_topics
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _broker(tmp_path: Path, port: int, controller_port: int) -> LocalBroker:
@@ -91,3 +100,87 @@ def test_a_cluster_id_beginning_with_a_dash_formats_and_starts(local_broker, mon
     assert broker.up().answering
     meta = (broker.directory / "data" / "meta.properties").read_text()
     assert "cluster.id=-AbCdEfGhIjKlMnOpQrStU" in meta
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+async def test_a_three_node_cluster_keeps_taking_acks_all_writes_with_a_node_killed(tmp_path):
+    cluster = LocalCluster(tmp_path / "cluster", REPO / ".wapipe" / "kafka-jars", nodes=3)
+    settings = Settings(
+        kafka_bootstrap=cluster.bootstrap,
+        topic_prefix="cluster",
+        topic_partitions=3,
+        topic_replication=3,
+        topic_min_insync_replicas=2,
+    )
+    topic = RAW.name(settings.topic_prefix)
+    try:
+        statuses = await asyncio.to_thread(cluster.up)
+        assert all(status.answering for status in statuses)
+        assert await asyncio.to_thread(cluster.brokers) == {1, 2, 3}
+        await create_topics(settings, (RAW,))
+        partitions, min_insync = await _describe(cluster.bootstrap, topic)
+        assert min_insync == "2"
+        assert [len(p["replicas"]) for p in partitions] == [3, 3, 3]
+        await _write(cluster.bootstrap, topic, [b"before-%d" % n for n in range(30)])
+
+        victim = partitions[0]["leader"]
+        await asyncio.to_thread(cluster.kill, victim)
+        assert await asyncio.to_thread(cluster.wait_for_brokers, 2, 60) == {1, 2, 3} - {victim}
+        # Two replicas in sync of three: acks=all writes still succeed, on new leaders.
+        await _write(cluster.bootstrap, topic, [b"during-%d" % n for n in range(30)])
+        partitions, _ = await _describe(cluster.bootstrap, topic)
+        assert victim not in {p["leader"] for p in partitions}
+
+        await asyncio.to_thread(cluster.restart, victim)
+        assert await asyncio.to_thread(cluster.brokers) == {1, 2, 3}
+        values = await _read(cluster.bootstrap, topic, 60)
+        assert sorted(values) == sorted([b"before-%d" % n for n in range(30)]
+                                        + [b"during-%d" % n for n in range(30)])  # fmt: skip
+    finally:
+        await asyncio.to_thread(cluster.down)
+    assert not any(node.status().running for node in cluster)
+
+
+async def _describe(bootstrap: str, topic: str) -> tuple[list[dict[str, Any]], str]:
+    """The topic's partitions (leader, replicas, isr) and its min.insync.replicas."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": ""})]
+        )
+    finally:
+        await admin.close()
+    configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
+    return sorted(described["partitions"], key=lambda p: p["partition"]), configs[
+        "min.insync.replicas"
+    ]
+
+
+async def _write(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                request_timeout_ms=20_000)  # fmt: skip
+    await producer.start()
+    try:
+        for value in values:  # one at a time, each acknowledged by 2 or 3 replicas
+            await producer.send_and_wait(topic, value, key=value)
+    finally:
+        await producer.stop()
+
+
+async def _read(bootstrap: str, topic: str, count: int) -> list[bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        async with asyncio.timeout(60):
+            while len(values) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    values.extend(record.value for record in records)
+    finally:
+        await consumer.stop()
+    return values
