@@ -7,6 +7,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+QUIX_VENV  := .wapipe/bench-quix
+QUIX_STAMP := $(QUIX_VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint prometheus unit kafka-up kafka-down bench-ingest bench-processors lock clean
@@ -50,8 +52,15 @@ kafka-down: install  ## stop the local broker
 bench-ingest: install  ## ingester vs bare aiohttp under wrk (installs wrk with apt if missing)
 	bash bench/ingest/run.sh
 
-bench-processors: install  ## normalize and funnel events/s vs a bare aiokafka loop
+bench-processors: install $(QUIX_STAMP)  ## normalize and funnel events/s vs a bare aiokafka loop and Quix Streams
 	$(BIN)/python bench/processors/bench_processors.py
+
+# The Quix Streams peer runs in a virtualenv of its own: its pins conflict with ours.
+$(QUIX_STAMP): bench/processors/quix-requirements.txt
+	rm -rf $(QUIX_VENV)
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
 
 lock: install  ## re-pin the whole dependency tree into constraints.txt
 	$(BIN)/pip freeze --exclude-editable > constraints.txt

@@ -6,7 +6,11 @@ Two measurements, each on every server in turn, on loopback:
 2. Latency at a fixed rate, open loop: vegeta (Go) at `--rate` requests/s, so a
    slow answer cannot slow the load down (no coordinated omission); p50, p99.
 Servers: the ingester with uvloop (the default), the ingester on asyncio's own
-loop (to measure what uvloop buys), and the bare handler (the ceiling).
+loop (to measure what uvloop buys), and the bare handler (the HTTP ceiling).
+3. The broker's ceiling: Kafka's own producer benchmark (`kafka-producer-perf-test`,
+   the class in the broker's jars) sending the same bodies with the ingester's
+   producer settings (idempotent, acks=all, lz4, linger 2 ms): records/s the
+   broker takes from one client on this machine, with no HTTP in front.
 It prints a Markdown table with the ratios and writes it to bench/results/.
 
 Run with `make bench-ingest` (installs wrk with apt and vegeta with `go install`
@@ -61,6 +65,8 @@ def main() -> int:
         "--rates", default="3000,4000,5000", help="vegeta requests per second, comma-separated"
     )
     parser.add_argument("--rate-seconds", type=int, default=20, help="length of a vegeta run")
+    parser.add_argument("--producer-records", type=int, default=500_000,
+                        help="records for kafka-producer-perf-test")  # fmt: skip
     arguments = parser.parse_args()
 
     wrk, vegeta = _tool("wrk"), _vegeta()
@@ -103,6 +109,7 @@ def main() -> int:
         for server in servers:
             _wait_ready(server)
         throughput = _throughput(wrk, servers, arguments)
+        ceiling = _producer_ceiling(bootstrap, f"{prefix}.webhooks.raw", arguments.producer_records)
         rates = [int(rate) for rate in arguments.rates.split(",")]
         fixed_rate = {
             (server.name, rate): _fixed_rate(vegeta, server, rate, arguments.rate_seconds)
@@ -117,7 +124,7 @@ def main() -> int:
         shutil.rmtree(spool, ignore_errors=True)
         if broker is not None:
             broker.down()
-    report = _report(throughput, fixed_rate, arguments)
+    report = _report(throughput, fixed_rate, ceiling, arguments)
     print(report)
     results = REPO / "bench" / "results"
     results.mkdir(exist_ok=True)
@@ -198,6 +205,30 @@ def _throughput(wrk: str, servers: list[Server], arguments: argparse.Namespace) 
     }
 
 
+def _producer_ceiling(bootstrap: str, topic: str, records: int) -> dict[str, float]:
+    jars = LocalBroker(directory=REPO / ".wapipe" / "bench-kafka",
+                       jar_cache=REPO / ".wapipe" / "kafka-jars", port=0,
+                       controller_port=0).jars()  # fmt: skip
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as payloads:
+        # One body per line: the tool splits its payload file on newlines.
+        payloads.write("\n".join(json.dumps(json.loads(p.read_bytes())) for p in EXAMPLES))
+        payloads.flush()
+        result = subprocess.run(
+            ["java", "-cp", f"{jars}/*", "org.apache.kafka.tools.ProducerPerformance",
+             "--topic", topic, "--num-records", str(records), "--throughput", "-1",
+             "--payload-file", payloads.name, "--producer-props",
+             f"bootstrap.servers={bootstrap}", "acks=all", "enable.idempotence=true",
+             "compression.type=lz4", "linger.ms=2"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    # The last line: "N records sent, R records/sec (M MB/sec), A ms avg latency, ..."
+    fields = result.stdout.strip().splitlines()[-1].split(", ")
+    summary = {"rps": float(fields[1].split()[0]), "p50_ms": float(fields[4].split()[0]),
+               "p99_ms": float(fields[6].split()[0])}  # fmt: skip
+    print(f"kafka-producer-perf-test: {summary['rps']:.0f} records/s", flush=True)
+    return summary
+
+
 def _fixed_rate(vegeta: str, server: Server, rate: int, seconds: int) -> dict[str, float]:
     targets = "\n".join(
         json.dumps({
@@ -231,8 +262,9 @@ def _fixed_rate(vegeta: str, server: Server, rate: int, seconds: int) -> dict[st
 
 
 def _report(
-    throughput: dict[str, dict], fixed: dict[tuple[str, int], dict], arguments: argparse.Namespace
-) -> str:
+    throughput: dict[str, dict], fixed: dict[tuple[str, int], dict], ceiling: dict[str, float],
+    arguments: argparse.Namespace,
+) -> str:  # fmt: skip
     bare = "bare aiohttp handler"
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
                 .splitlines() if line.startswith("model name")), platform.processor())  # fmt: skip
@@ -251,6 +283,12 @@ def _report(
             f"| {name} | {figures['rps']:.0f} | {figures['rps'] / throughput[bare]['rps']:.2f} "
             f"| {figures['p50_ms']:.2f} | {figures['p99_ms']:.2f} | {figures['errors']} |"
         )
+    lines.append(
+        f"| Kafka's producer alone (kafka-producer-perf-test, {arguments.producer_records:,} "
+        f"records; latency is send to ack) | {ceiling['rps']:.0f} "
+        f"| {ceiling['rps'] / throughput[bare]['rps']:.2f} | {ceiling['p50_ms']:.2f} "
+        f"| {ceiling['p99_ms']:.2f} | - |"
+    )
     lines += [
         "",
         f"Fixed rate, vegeta, {arguments.rate_seconds} s per rate and server:",

@@ -1,14 +1,19 @@
 """Processor benchmark: events/s of one normalize and one funnel worker, against a bare
-aiokafka consume-and-parse loop over the same input, in the same run.
+aiokafka consume-and-parse loop and against the funnel job written with Quix Streams,
+over the same input, in the same run.
 
 Feeds N webhook receipts (event times near now) into the raw topic of a fresh
 prefix, then measures, one after the other:
 1. the ceiling: aiokafka consuming the raw topic and parsing each body (orjson);
-2. normalize: `wapipe process normalize`, raw -> typed topics;
-3. funnel: `wapipe process funnel`, the receipts normalize wrote -> message states.
-A worker's rate is read from its own /metrics counter while it works (start-up
-and group join excluded): events between the first and the last sample over the
-time between them. Prints a Markdown table and writes it to bench/results/.
+2. normalize: `wapipe process normalize`, raw -> typed topics, read from the
+   worker's /metrics counter of events;
+3. funnel: `wapipe process funnel`, the receipts normalize wrote -> message states;
+4. the peer: bench/processors/quix_funnel.py (the same rules with Quix Streams, in
+   the virtualenv given by --quix-python), at-least-once and exactly-once.
+Every funnel variant is measured the same way: the messages it has written in
+state `read` to its message-state topic, three receipts each. A rate is the events
+between the first and the last sample over the time between them (start-up and
+group join excluded). Prints a Markdown table and writes it to bench/results/.
 Uses WAPIPE_KAFKA_BOOTSTRAP if set, else starts its own broker (port 19092).
 """
 
@@ -29,7 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -45,7 +51,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=60_000, help="receipts to process")
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--quix-python", type=Path, default=REPO / ".wapipe/bench-quix/bin/python",
+                        help="the Python of the Quix Streams virtualenv")  # fmt: skip
     arguments = parser.parse_args()
+    if not arguments.quix_python.exists():
+        sys.exit(f"{arguments.quix_python} is missing: `make bench-processors` installs it")
     broker, bootstrap = start_broker()
     settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=f"bench{int(time.time())}.wa",
                         topic_partitions=arguments.partitions)  # fmt: skip
@@ -58,13 +68,16 @@ def main() -> int:
             normalize = _worker_rate(settings, "normalize", "wapipe_normalize_events_total",
                                      arguments.events, Path(home))  # fmt: skip
             print(f"normalize: {normalize:,.0f} events/s", flush=True)
-            funnel = _worker_rate(settings, "funnel", "wapipe_funnel_merged_observations_total",
-                                  arguments.events, Path(home))  # fmt: skip
-            print(f"funnel: {funnel:,.0f} events/s", flush=True)
+            environment, _ = worker_environment(settings, Path(home))
+            funnels = {}
+            for name, command, topic in _funnel_variants(settings, arguments, Path(home)):
+                funnels[name] = asyncio.run(_output_rate(settings, command, environment, topic,
+                                                         arguments.events))  # fmt: skip
+                print(f"{name}: {funnels[name]:,.0f} events/s", flush=True)
     finally:
         if broker is not None:
             broker.down()
-    report = _report(arguments, ceiling, normalize, funnel)
+    report = _report(arguments, ceiling, normalize, funnels)
     print(report)
     results = REPO / "bench" / "results"
     results.mkdir(exist_ok=True)
@@ -123,6 +136,70 @@ async def _feed(settings: Settings, events: int) -> None:
         await producer.stop()
 
 
+def _funnel_variants(
+    settings: Settings, arguments: argparse.Namespace, home: Path
+) -> list[tuple[str, list[str], str]]:
+    """(name, command, its message-state topic) of each funnel job to measure."""
+    prefix = settings.topic_prefix
+    ours = ("funnel worker (wapipe, faust)", [sys.executable, "-m", "wapipe", "process", "funnel"],
+            f"{prefix}.message_state")  # fmt: skip
+    peers = [
+        (f"funnel, Quix Streams {guarantee}",
+         [str(arguments.quix_python), str(REPO / "bench/processors/quix_funnel.py"),
+          "--bootstrap", settings.kafka_bootstrap, "--prefix", prefix,
+          "--state-dir", str(home / f"quix-{guarantee}"), "--guarantee", guarantee],
+         f"{prefix}.quix.message_state")
+        for guarantee in ("at-least-once", "exactly-once")
+    ]  # fmt: skip
+    return [ours, *peers]
+
+
+async def _output_rate(
+    settings: Settings, command: list[str], environment: dict[str, str], topic: str, events: int
+) -> float:
+    """Events/s of the funnel job `command` runs, from the message states it writes.
+
+    Each message of the input ends `read` after three receipts, and every variant
+    writes a message's state when it reaches `read` (the intermediate states may be
+    coalesced within a batch, as ours does): so the rate is three events per
+    message read, counted on `topic` (fresh, so it holds only this job's output).
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:  # the output exists before the job starts, so we can follow it from offset 0
+        if topic not in await admin.list_topics():
+            await admin.create_topics([NewTopic(topic, settings.topic_partitions, 1)])
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    consumer.assign([TopicPartition(topic, p) for p in range(settings.topic_partitions)])
+    process = await asyncio.create_subprocess_exec(*command, env=environment)
+    samples: list[tuple[float, int]] = []
+    read = 0
+    try:
+        deadline = time.monotonic() + 600
+        while read < events // 3:
+            if process.returncode is not None:
+                sys.exit(f"{command[:4]} exited with status {process.returncode}")
+            if time.monotonic() > deadline:
+                sys.exit(f"{command[:4]}: {read} of {events // 3} messages read after 600 s")
+            batches = await consumer.getmany(timeout_ms=250, max_records=10_000)
+            read += sum(orjson.loads(record.value)["state"] == "read"
+                        for records in batches.values() for record in records)  # fmt: skip
+            if read:
+                samples.append((time.perf_counter(), 3 * read))
+    finally:
+        await consumer.stop()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 60)
+    (t0, n0), (t1, n1) = samples[0], samples[-1]
+    if t1 == t0:
+        sys.exit(f"{command[:4]} wrote everything at once: too few --events to measure a rate")
+    return (n1 - n0) / (t1 - t0)
+
+
 async def _bare_loop(settings: Settings, events: int) -> float:
     consumer = AIOKafkaConsumer(RAW.name(settings.topic_prefix),
                                 bootstrap_servers=settings.kafka_bootstrap,
@@ -175,7 +252,9 @@ def counter_value(port: int, name: str) -> float:
                if line.startswith(name))  # fmt: skip
 
 
-def _report(arguments: argparse.Namespace, ceiling: float, normalize: float, funnel: float) -> str:
+def _report(
+    arguments: argparse.Namespace, ceiling: float, normalize: float, funnels: dict[str, float]
+) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
                 .splitlines() if line.startswith("model name")), platform.processor())  # fmt: skip
     return "\n".join([
@@ -187,7 +266,7 @@ def _report(arguments: argparse.Namespace, ceiling: float, normalize: float, fun
         "|---|---:|---:|",
         f"| bare aiokafka consume + orjson parse | {ceiling:,.0f} | 1.00 |",
         f"| normalize worker | {normalize:,.0f} | {normalize / ceiling:.3f} |",
-        f"| funnel worker | {funnel:,.0f} | {funnel / ceiling:.3f} |",
+        *(f"| {name} | {rate:,.0f} | {rate / ceiling:.3f} |" for name, rate in funnels.items()),
     ]) + "\n"  # fmt: skip
 
 
