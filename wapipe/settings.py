@@ -107,6 +107,15 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(
         10.0, gt=0, le=300, description="Grace period for in-flight requests on SIGTERM."
     )
+    client_timeout_seconds: float = Field(
+        30.0,
+        ge=0.5,
+        le=3600,
+        description="How long a client may take to send a request's headers (from connecting, "
+        "or from the previous answer on a kept-alive connection), and then its body; a slower "
+        "client is disconnected, or answered 408 (slowloris). Idle kept-alive connections "
+        "close after it too.",
+    )
     tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS when set.")
     tls_key: Path | None = Field(None, description="PEM private key for WAPIPE_TLS_CERT.")
     uvloop: bool = Field(True, description="Run the event loop on uvloop.")
@@ -186,6 +195,15 @@ class Settings(BaseSettings):
         le=90,
         description="How long normalize remembers an event to drop its retries and manual "
         "re-sends (8x8's portal re-sends failed deliveries hours or days later).",
+    )
+    event_time_max_ahead_seconds: int = Field(
+        3000,
+        ge=0,
+        le=3300,
+        description="How far an event's time may lie after the ingester received it; normalize "
+        "dead-letters a later one (a sender's clock far ahead, or a forged time). Kafka 4 "
+        "refuses records timestamped over 1 h ahead of its clock "
+        "(message.timestamp.after.max.ms), which would stop the worker on every restart.",
     )
 
     message_state_days: int = Field(

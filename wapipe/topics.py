@@ -155,14 +155,15 @@ async def create_topics(
                     created.add(name)
                 elif code != TopicAlreadyExistsError.errno:
                     raise RuntimeError(f"creating topic {name} failed with Kafka error {code}")
-        # Describe all we did not create now: also those another creator made
-        # between our listing and our request ("already exists" above).
-        partitions = await _partition_counts(admin, [n for n in wanted if n not in created])
+        # Describe them all: those another creator made between our listing and our
+        # request ("already exists" above), and those we just made, so that a client
+        # started right after this (`wapipe run`'s ingester) finds each one in metadata.
+        partitions = await _partition_counts(admin, list(wanted))
         reports = []
         for name in wanted:
             problem = None
-            count = partitions.get(name)
-            if count is not None and count != settings.topic_partitions:
+            count = partitions[name]
+            if count != settings.topic_partitions:
                 problem = f"has {count} partitions, settings say {settings.topic_partitions}"
             reports.append(TopicReport(name=name, created=name in created, problem=problem))
         return reports

@@ -15,7 +15,7 @@ under crashes").
 from __future__ import annotations
 
 import asyncio
-import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -69,11 +69,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         options=runtime.table_options(settings, ttl_days=settings.dedupe_days + SWEEP_MARGIN_DAYS),
     )  # fmt: skip
     sweep = SeenSweep(seen, max_age_ms=settings.dedupe_days * 86_400_000)
+    ahead = timedelta(seconds=settings.event_time_max_ahead_seconds)
 
     @app.agent(raw, name="normalize")
     async def normalize_raw(stream: Any) -> None:
         async def handle(events: list[Any]) -> None:
-            await _handle_batch(events, seen, sweep, sinks, metrics)
+            await _handle_batch(events, seen, sweep, sinks, metrics, ahead)
 
         await runtime.handle_batches(stream, settings, "normalize", handle)
 
@@ -82,16 +83,18 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
 async def _handle_batch(
     events: list[Any], seen: Any, sweep: SeenSweep, sinks: dict[str, runtime.Sink],
-    metrics: NormalizeMetrics,
+    metrics: NormalizeMetrics, ahead: timedelta,
 ) -> None:  # fmt: skip
-    now_ms = int(time.time() * 1000)
+    now = datetime.now(UTC)
+    now_ms = int(now.timestamp() * 1000)
     deliveries = []
     remembered: dict[str, tuple[str, Any]] = {}  # table key -> (value, its event)
     for event in events:
         message = event.message
         headers = {name: value for name, value in (message.headers or ())}
         received_at = headers.get("wapipe-received-at", b"").decode() or None
-        result = rules.normalize(message.value, received_at)
+        latest = rules.event_time_limit(received_at, now, ahead)
+        result = rules.normalize(message.value, received_at, latest)
         if isinstance(result, rules.Rejected):
             letter = rules.dead_letter(
                 result, message.value, source_topic=message.topic,

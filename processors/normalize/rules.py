@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -74,7 +74,11 @@ class Rejected:
     event_type: str | None = None
 
 
-def normalize(raw: bytes, received_at: str | None) -> Normalized | Rejected:
+def normalize(
+    raw: bytes, received_at: str | None, latest: datetime | None = None
+) -> Normalized | Rejected:
+    """`raw` as a typed record, or why not. An event time after `latest` (if given,
+    see `event_time_limit`) is rejected: Kafka would refuse it as a timestamp."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -99,15 +103,43 @@ def normalize(raw: bytes, received_at: str | None) -> Normalized | Rejected:
             errors[:_MAX_ERRORS],
             event_type,
         )
-    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    try:
+        canonical_body = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as error:
+        # orjson reads 1,024 levels of nesting but writes only 255: a body nested
+        # deeper (valid JSON, and valid for the schema through an extension field)
+        # cannot be digested or re-encoded, and raising here would stop the worker
+        # on every restart. No 8x8 body comes near that depth.
+        return Rejected(DeadLetterKind.INVALID_BODY, f"cannot be re-encoded: {error}",
+                        event_type=event_type)  # fmt: skip
+    digest = hashlib.sha256(canonical_body).hexdigest()[:32]
     try:
         if event_type == "outbound_message_status_changed":
-            return _receipt(body, received_at)
-        if event_type in INBOUND_TYPES:
-            return _inbound(body, event_type, received_at, digest)
-        return _account_level(body, event_type, received_at, digest)
+            result = _receipt(body, received_at)
+        elif event_type in INBOUND_TYPES:
+            result = _inbound(body, event_type, received_at, digest)
+        else:
+            result = _account_level(body, event_type, received_at, digest)
     except canonical.InvalidValue as error:
         return Rejected(DeadLetterKind.INVALID_VALUE, str(error), (str(error),), event_type)
+    occurred = result.occurred_at
+    if latest is not None and occurred is not None and occurred > latest:
+        reason = (f"event time {canonical.format_timestamp(occurred)} is after "
+                  f"{canonical.format_timestamp(latest)}, the latest accepted "
+                  f"(received at {received_at})")  # fmt: skip
+        return Rejected(DeadLetterKind.INVALID_VALUE, reason, (reason,), event_type)
+    return result
+
+
+def event_time_limit(received_at: str | None, now: datetime, ahead: timedelta) -> datetime:
+    """The latest event time `normalize` accepts: `ahead` after the ingester's receipt
+    (deterministic on a replay), or after `now` for a raw record without one. The
+    broker's clock is past the receipt, so it accepts that time as a timestamp."""
+    try:
+        base = canonical.parse_timestamp(received_at, "received_at") if received_at else now
+    except canonical.InvalidValue:
+        base = now
+    return base + ahead
 
 
 def dead_letter(

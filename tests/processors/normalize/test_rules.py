@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
 from processors.normalize.records import DeadLetterKind, InboundMessage, Receipt, record_value
-from processors.normalize.rules import Normalized, Rejected, dead_letter, normalize
+from processors.normalize.rules import (
+    Normalized,
+    Rejected,
+    dead_letter,
+    event_time_limit,
+    normalize,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "examples"
 RECEIVED = "2026-03-14T10:00:00.000Z"
@@ -277,3 +284,36 @@ def test_dead_letter_keeps_the_original_bytes_and_where_they_came_from():
     assert source == ("whatsapp.webhooks.raw", 2, 41, "k-1")
     assert value["kind"] == "unknown_event_type"
     assert orjson.loads(orjson.dumps(value))["kind"] == "unknown_event_type"
+
+
+def _receipt_at(timestamp: str) -> bytes:
+    body = json.loads((EXAMPLES / "status_sent.json").read_text())
+    body["payload"]["status"]["timestamp"] = timestamp
+    return orjson.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "accepted"),
+    [
+        ("2026-03-14T10:50:00Z", True),  # on the limit
+        ("2026-03-14T10:50:00.001Z", False),
+        ("2026-03-14T09:00:00Z", True),
+        ("9999-12-31T23:59:59Z", False),  # Kafka would refuse it as a timestamp
+    ],
+)
+def test_an_event_time_after_the_limit_is_dead_lettered(timestamp, accepted):
+    latest = event_time_limit(RECEIVED, datetime(2000, 1, 1, tzinfo=UTC), timedelta(minutes=50))
+    assert latest == datetime(2026, 3, 14, 10, 50, tzinfo=UTC), "counted from the receipt"
+    result = normalize(_receipt_at(timestamp), RECEIVED, latest)
+    assert isinstance(result, Normalized) is accepted
+    if not accepted:
+        assert isinstance(result, Rejected)
+        assert result.kind is DeadLetterKind.INVALID_VALUE
+        assert "the latest accepted" in result.reason
+        assert result.event_type == "outbound_message_status_changed"
+
+
+def test_without_a_receipt_time_the_limit_counts_from_now():
+    now = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+    for received_at in (None, "", "not a time"):
+        assert event_time_limit(received_at, now, timedelta(0)) == now
