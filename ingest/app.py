@@ -1,23 +1,26 @@
 """The ingester's HTTP routes: verify a webhook, make it durable, answer fast.
 
 `POST /webhooks/whatsapp` checks, in order: source network (403), authorization
-(401), content type (415), size (413, before the body is read), signature (401),
-JSON object (400). Whatever passes is published byte for byte to the raw topic,
-or spooled, and answered 200; 503 only when neither Kafka nor the spool can
-take it. Every refusal has a JSON body `{"error": ..., "message": ...}`.
+(401), content type (415), size (413, before the body is read), a body slower than
+`client_timeout_seconds` (408), signature (401), JSON object (400). Whatever passes
+is published byte for byte to the raw topic, or spooled, and answered 200; 503 only
+when neither Kafka nor the spool can take it. Every refusal has a JSON body
+`{"error": ..., "message": ...}`, also aiohttp's own (404, 405). The routes are
+documented in schemas/openapi.json, served at `GET /openapi.json`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 from aiohttp import BasicAuth, web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ingest import envelope
+from ingest import envelope, openapi
 from ingest.auth import AuthFailure, Gatekeeper
 from ingest.metrics import IngestMetrics
 from ingest.oauth import TokenIssuer
@@ -31,8 +34,10 @@ log = get_logger(__name__)
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a route, not a secret
+OPENAPI_PATH = "/openapi.json"
 SIGNATURE_HEADER = "X-8x8-Signature"
 _JSON_TYPES = ("application/json",)
+_FORM_TYPE = "application/x-www-form-urlencoded"
 
 PUBLISHER = web.AppKey("publisher", Publisher)
 METRICS = web.AppKey("metrics", IngestMetrics)
@@ -46,7 +51,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     publisher = Publisher(settings, topics.RAW.name(settings.topic_prefix), metrics)
     handlers = _Handlers(settings, gatekeeper, tokens, publisher, metrics)
 
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_json_errors])
     app[PUBLISHER] = publisher
     app[METRICS] = metrics
     app.router.add_post(WEBHOOK_PATH, handlers.webhook)
@@ -55,6 +60,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get(OPENAPI_PATH, handlers.openapi)
 
     async def publisher_context(_: web.Application) -> AsyncIterator[None]:
         await publisher.start()
@@ -123,6 +129,7 @@ class _Handlers:
         self._publisher = publisher
         self._metrics = metrics
         self._max_body = settings.max_body_bytes
+        self._client_timeout = settings.client_timeout_seconds
 
     async def webhook(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -130,6 +137,8 @@ class _Handlers:
             event_type, durability = await self._accept(request)
         except Refusal as refusal:
             response, outcome, event_type = refusal.response(), refusal.error, refusal.event_type
+            if refusal.status == 408:
+                response.force_close()  # the rest of the body may still be on its way
         else:
             response = web.Response(body=_ACCEPTED_BODY, content_type="application/json")
             outcome = durability.value
@@ -152,9 +161,14 @@ class _Handlers:
         if request.content_length is not None and request.content_length > self._max_body:
             raise too_large
         try:
-            raw = await request.read()
+            # Without a deadline, a client sending its body byte by byte (slowloris)
+            # would hold this request, and its buffer, for as long as it liked.
+            async with asyncio.timeout(self._client_timeout):
+                raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
+        except TimeoutError:
+            raise self._slow_body() from None
         signature = self._gate.check_signature(raw, request.headers.get(SIGNATURE_HEADER))
         if isinstance(signature, AuthFailure):
             raise self._auth_refusal(signature, address)
@@ -181,7 +195,7 @@ class _Handlers:
                     "wapipe-shape",
                     b"recognised" if envelope.is_recognised(body) else b"unrecognised",
                 ),
-                ("wapipe-event-type", str(body.get("eventType", ""))[:200].encode()),
+                ("wapipe-event-type", envelope.event_type_header(body)),
             ),
             received_at_ms=received_at_ms,
         )
@@ -208,7 +222,22 @@ class _Handlers:
         address = self._gate.client_address(request.remote, request.headers.get("X-Forwarded-For"))
         if not self._gate.network_allowed(address):
             return self._auth_refusal(AuthFailure.FORBIDDEN_NETWORK, address).response()
-        form = await request.post()
+        # RFC 6749 §4.4.2: the token request is a urlencoded form. Parsing anything else
+        # (multipart without a boundary, bytes that are not UTF-8) raised a ValueError
+        # out of aiohttp: a 500.
+        if request.content_type != _FORM_TYPE:
+            return _oauth_error(400, "invalid_request", f"the body must be {_FORM_TYPE}")
+        try:
+            async with asyncio.timeout(self._client_timeout):
+                form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            return Refusal(413, "too_large", f"body exceeds {self._max_body} bytes").response()
+        except TimeoutError:
+            response = self._slow_body().response()
+            response.force_close()
+            return response
+        except ValueError as error:  # e.g. UnicodeDecodeError
+            return _oauth_error(400, "invalid_request", f"malformed form: {error}")
         client_id, client_secret = (
             str(form.get("client_id", "")),
             str(form.get("client_secret", "")),
@@ -240,6 +269,10 @@ class _Handlers:
             headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
         )
 
+    def _slow_body(self) -> Refusal:
+        return Refusal(408, "request_timeout",
+                       f"body not received within {self._client_timeout:g} s")  # fmt: skip
+
     async def healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -254,6 +287,27 @@ class _Handlers:
             body=generate_latest(self._metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
+
+    async def openapi(self, _: web.Request) -> web.Response:
+        return web.Response(body=openapi.document_bytes(), content_type="application/json")
+
+
+_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own refusals (no such route, wrong method) as our JSON error body too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        name = _HTTP_ERRORS.get(error.status, error.reason.lower().replace(" ", "_"))
+        headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+        return Refusal(error.status, name, error.reason, headers).response()
 
 
 def _oauth_error(status: int, error: str, description: str, **headers: str) -> web.Response:

@@ -22,6 +22,10 @@ from ingest.oauth import TokenIssuer
 from wapipe.settings import IPNetwork, Settings
 
 _HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+# The source address of a request whose X-Forwarded-For hop (from a trusted proxy) is no
+# IP address: that text came from the client, so it goes neither into the raw record's
+# headers nor into logs; no allow-list matches it.
+UNPARSEABLE_ADDRESS = "unparseable"
 _URLSAFE_TO_STANDARD_BASE64 = str.maketrans("-_", "+/")
 
 
@@ -81,7 +85,7 @@ class Gatekeeper:
             return peer
         for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
             if not _in_networks(hop, self._proxies):
-                return hop
+                return hop if _is_address(hop) else UNPARSEABLE_ADDRESS
         return peer
 
     def network_allowed(self, address: str) -> bool:
@@ -93,12 +97,16 @@ class Gatekeeper:
         if not header:
             return Verdict(failure=AuthFailure.MISSING_AUTHORIZATION)
         scheme, credentials = _split_header(header)
+        # aiohttp decodes header bytes as UTF-8 with surrogateescape; a plain encode() of a
+        # header that is not UTF-8 raised UnicodeEncodeError, a 500. This gives the bytes back.
+        given = credentials.encode("utf-8", "surrogateescape")
         for allowed_scheme, allowed_credentials in self._static:
             if scheme == allowed_scheme and hmac.compare_digest(
-                credentials.encode(), allowed_credentials.encode()
+                given, allowed_credentials.encode()
             ):
                 return Verdict(method=AuthMethod.STATIC)
-        if self._tokens is not None and scheme == "bearer":
+        # A JWT is ASCII; PyJWT would raise UnicodeEncodeError (a 500) on anything else.
+        if self._tokens is not None and scheme == "bearer" and credentials.isascii():
             problem = self._tokens.verify(credentials)
             if problem is None:
                 return Verdict(method=AuthMethod.OAUTH)
@@ -142,6 +150,14 @@ def _decode_signature(header: str) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     return decoded if len(decoded) == hashlib.sha256().digest_size else None
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _in_networks(address: str, networks: tuple[IPNetwork, ...]) -> bool:

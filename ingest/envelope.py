@@ -15,6 +15,12 @@ import schemas
 # The webhook schema is the one list of event types we know.
 KNOWN_EVENT_TYPES = schemas.known_event_types()
 UNKNOWN_EVENT_TYPE = "unknown"
+# An id longer than this is no id of 8x8's (those are UUIDs and the like) and goes into the
+# key as its hash: the spool frames a key in 16 bits, and Kafka limits key and value
+# together, so a 200 KB "umid" made the request fail with a 500 (and could flip the
+# publisher to spooling for everyone).
+MAX_KEY_BYTES = 512
+_EVENT_TYPE_HEADER_CHARS = 200
 
 # Where an id may sit when neither `payload.umid` nor `eventId` is there, most
 # specific first: LINE's flat inbound shape, other envelopes, bare ids.
@@ -40,20 +46,39 @@ def record_key(body: dict[str, Any], raw: bytes) -> bytes:
     """The raw topic's key: `payload.umid`, `eventId`, another id, else a hash of the body.
 
     A retry repeats the body byte for byte, so even the hash fallback sends
-    every retry of one event to the same partition.
+    every retry of one event to the same partition. An id over `MAX_KEY_BYTES`
+    becomes `sha256:<hex of the id>`, the same for every event that carries it.
     """
     for path in (("payload", "umid"), ("eventId",), *_FALLBACK_ID_PATHS):
         value = _lookup(body, path)
         if isinstance(value, str) and value:
-            return value.encode()
+            return _bounded(value.encode())
         if isinstance(value, int) and not isinstance(value, bool):
-            return str(value).encode()
-    return b"sha256:" + hashlib.sha256(raw).hexdigest().encode()
+            return _bounded(str(value).encode())
+    return _hashed(raw)
+
+
+def event_type_header(body: dict[str, Any]) -> bytes:
+    """The body's `eventType` as sent, for the raw record's header: a scalar's text, at most
+    200 characters. Not the text of a list or object: str() of one nested 1,000 deep (JSON
+    allows it) raised RecursionError, a 500."""
+    value = body.get("eventType", "")
+    if isinstance(value, dict | list):
+        return b""
+    return str(value)[:_EVENT_TYPE_HEADER_CHARS].encode()
 
 
 def is_recognised(body: dict[str, Any]) -> bool:
     """True when the body matches the schema of a known event type."""
     return bool(schemas.validator("webhooks/webhook").is_valid(body))
+
+
+def _bounded(key: bytes) -> bytes:
+    return key if len(key) <= MAX_KEY_BYTES else _hashed(key)
+
+
+def _hashed(data: bytes) -> bytes:
+    return b"sha256:" + hashlib.sha256(data).hexdigest().encode()
 
 
 def _lookup(body: dict[str, Any], path: tuple[str, ...]) -> Any:

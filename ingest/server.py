@@ -27,6 +27,11 @@ async def serve(settings: Settings) -> None:
         handle_signals=False,
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout_seconds,
+        # aiohttp's keep-alive timer runs from the connection's start (and from each
+        # answer) until a request's headers are complete: it is our header timeout.
+        # Its default (over an hour) let a client that sends headers byte by byte
+        # (slowloris) hold a connection that long; the body has its own timeout (app.py).
+        keepalive_timeout=settings.client_timeout_seconds,
     )
     await runner.setup()
     tls = _tls_context(settings)

@@ -523,7 +523,7 @@ PROXIES = "10.0.0.0/8,fd00::/8"
         ),
         pytest.param("::ffff:10.0.0.5", "34.142.20.188", "34.142.20.188", id="mapped-proxy"),
         pytest.param("fd00::1", "2001:db8::7", "2001:db8::7", id="ipv6-proxy"),
-        pytest.param("10.0.0.5", "garbage", "garbage", id="garbage-hop-returned"),
+        pytest.param("10.0.0.5", "garbage", "unparseable", id="garbage-hop-unparseable"),
         pytest.param(None, "34.142.20.188", "", id="no-peer"),
     ],
 )
