@@ -104,6 +104,74 @@ def _parser() -> argparse.ArgumentParser:
         "Ctrl-C stops everything this command started.",
     ).set_defaults(handler=_run)
 
+    simulate = commands.add_parser(
+        "simulate",
+        help="post realistic 8x8 webhooks (messages, receipts, replies, template strikes, "
+        "tier changes) to the ingester",
+        description="Generate a seeded story of sub-accounts, customers, templates and numbers "
+        "and post its webhooks as 8x8's sender does: signed (WAPIPE_WEBHOOK_SECRET), with "
+        "WAPIPE_AUTHORIZATION or a token of WAPIPE_OAUTH_CLIENTS, retried after about 1, 10, "
+        "30, 90 s. Story time runs TIME_SCALE times faster than real time; the story ends "
+        "now. Progress on stderr, a summary on stdout; exit 1 when webhooks were given up.",
+    )
+    simulate.add_argument(
+        "--url", help="webhook URL (default: the local ingester on WAPIPE_INGEST_PORT)"
+    )
+    for flag, kind, default, metavar, help_text in (
+        ("--rate", _positive(float), 20.0, "N",
+         "webhooks per second: the pace, and a cap (default 20)"),
+        ("--duration", _positive(float), 60.0, "S", "real seconds the run lasts (default 60)"),
+        ("--messages", _positive(int), None, "N", "outbound messages (default: enough for --rate)"),
+        ("--time-scale", _positive(float), 1.0, "X",
+         "story seconds per real second, e.g. 1800: 30 h in a minute (default 1)"),
+        ("--seed", int, None, "N", "makes the run repeatable (default: random, printed)"),
+        ("--expected", str, None, "FILE", "write the expected final results (funnel totals "
+         "per sub-account, message states, template strikes) as JSON"),
+        ("--sub-accounts", _positive(int), 3, "N",
+         "sub-accounts, one business number each (default 3)"),
+        ("--customers", _positive(int), 200, "N", "customers (default 200)"),
+        ("--templates", _positive(int), 6, "N", "message templates (default 6)"),
+        ("--concurrency", _positive(int), 32, "N", "requests open at once at most (default 32)"),
+        ("--timeout", _positive(float), 5.0, "S",
+         "seconds to wait for a 200 before retrying (default 5, as 8x8)"),
+        ("--retry-pauses", str, "1,10,30,90", "S,S,...",
+         "pauses before each retry, in seconds (default 1,10,30,90)"),
+    ):  # fmt: skip
+        simulate.add_argument(flag, type=kind, default=default, metavar=metavar, help=help_text)
+    simulate.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="generate the story (and --expected) without posting",
+    )
+    simulate.set_defaults(handler=_simulate)
+
+    tail = commands.add_parser(
+        "tail",
+        help="print a topic's records as they arrive (JSON indented)",
+        description="Print the records of TOPIC (e.g. alerts, funnel, template_state, "
+        "webhooks.raw; with or without the WAPIPE_TOPIC_PREFIX) with partition, offset, "
+        "timestamp, key and headers. No consumer group: nothing is committed.",
+    )
+    tail.add_argument("topic", metavar="TOPIC", help="topic name, with or without the prefix")
+    tail.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the oldest record instead of new ones only",
+    )
+    tail.add_argument(
+        "--count",
+        type=_positive(int),
+        metavar="N",
+        help="stop after N records (exit 1 if fewer came by --timeout)",
+    )
+    tail.add_argument(
+        "--timeout",
+        type=_positive(float),
+        metavar="S",
+        help="stop after S seconds (default: run until Ctrl-C)",
+    )
+    tail.set_defaults(handler=_tail)
+
     config = commands.add_parser(
         "config", help="print every setting, its environment variable and its current value"
     )
@@ -204,6 +272,33 @@ def _run(settings: Settings, _: argparse.Namespace) -> int:
     from wapipe.stack import run_stack
 
     return run_stack(settings)
+
+
+def _simulate(settings: Settings, arguments: argparse.Namespace) -> int:
+    from simulator.command import simulate_command
+
+    return simulate_command(settings, arguments)
+
+
+def _tail(settings: Settings, arguments: argparse.Namespace) -> int:
+    from simulator.command import tail_command
+
+    return tail_command(settings, arguments)
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` above zero."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be above zero: {text!r}")
+        return value
+
+    return parse
 
 
 def _config(settings: Settings, arguments: argparse.Namespace) -> int:
