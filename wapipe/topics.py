@@ -109,10 +109,35 @@ TEMPLATE_TICKS = TopicSpec(
     "templates.ticks", "templateId", "pause-end checks of the templates timer (internal)"
 )
 
+
+
+def _changelog(job: str, table: str) -> TopicSpec:
+    return TopicSpec(f"{job}-{table}-changelog", "table key",
+                     f"changelog of the {job} job's {table} table (internal)",
+                     CleanupPolicy.COMPACT, retention_days=None)  # fmt: skip
+
+
+# The changelogs of the jobs' tables, named as faust names them (`<app id>-<table>-
+# changelog`, the app id being `<prefix>.<job>`). faust would create them itself, but a
+# worker that does so cannot write to the table until its consumer's metadata holds
+# the new topic: faust finds "0 partitions" and raises PartitionsMismatch (seen when a
+# worker was SIGKILLed before it had created them all). Created with the others, they
+# exist before any worker starts. tests/processors/test_changelogs.py keeps this list
+# equal to the apps' tables.
+CHANGELOGS: tuple[TopicSpec, ...] = (
+    _changelog("normalize", "seen"),
+    _changelog("funnel", "messages"),
+    _changelog("funnel", "partials"),
+    _changelog("funnel", "windows"),
+    _changelog("funnel", "subaccount_windows"),
+    _changelog("templates", "templates"),
+    _changelog("phones", "phones"),
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     RAW, INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT,
     MESSAGE_STATE, FUNNEL, TEMPLATE_STATE, PHONE_STATE, ALERTS, DEADLETTER,
-    FUNNEL_OBSERVATIONS, FUNNEL_PARTIALS, TEMPLATE_TICKS,
+    FUNNEL_OBSERVATIONS, FUNNEL_PARTIALS, TEMPLATE_TICKS, *CHANGELOGS,
 )  # fmt: skip
 
 

@@ -1,0 +1,21 @@
+"""The changelog topics `wapipe topics create` makes are exactly those of the jobs' tables
+(wapipe/topics.py, CHANGELOGS: a worker must not create one itself)."""
+
+from __future__ import annotations
+
+import importlib
+
+from wapipe.settings import Settings
+from wapipe.topics import CHANGELOGS, CleanupPolicy
+
+JOBS = ("normalize", "funnel", "templates", "phones")
+
+
+def test_every_table_has_its_changelog_in_the_topic_list(tmp_path):
+    settings = Settings(topic_prefix="acme.whatsapp", home=tmp_path)
+    names = set()
+    for job in JOBS:
+        app = importlib.import_module(f"processors.{job}.app").create_app(settings)
+        names |= {table.changelog_topic.get_topic_name() for table in app.tables.values()}
+    assert names == {spec.name(settings.topic_prefix) for spec in CHANGELOGS}
+    assert {spec.cleanup_policy for spec in CHANGELOGS} == {CleanupPolicy.COMPACT}
