@@ -11,7 +11,7 @@ QUIX_VENV  := .wapipe/bench-quix
 QUIX_STAMP := $(QUIX_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint prometheus unit kafka-up kafka-down bench-ingest bench-processors lock clean
+.PHONY: help install run test lint prometheus unit soak kafka-up kafka-down bench-ingest bench-processors lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,7 +41,12 @@ prometheus:  ## install Prometheus and promtool (Debian's package) if missing
 	bash deploy/prometheus/install-prometheus.sh
 
 unit: install  ## only the fast tests that need no broker
-	$(BIN)/pytest -m "not kafka"
+	$(BIN)/pytest -m "not kafka and not soak"
+
+SOAK_SECONDS ?= 1800
+SOAK_RATE    ?= 100
+soak: install  ## the pipeline for 30 min under steady load: memory, lag, p99, exact results (SOAK_SECONDS=, SOAK_RATE=)
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_RATE=$(SOAK_RATE) $(BIN)/pytest -m soak -s -p no:cacheprovider tests/reliability/test_soak.py
 
 kafka-up: install  ## start the local broker in the background
 	$(BIN)/wapipe kafka up

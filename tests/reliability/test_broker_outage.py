@@ -15,15 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import Counter
-from typing import Any
 
 import orjson
 import pytest
-from steady_sender import fold_bodies
+from exactness import assert_exact
 
-from simulator import Plan, SendOptions, simulate, timeline_bodies
-from wapipe.topics import FUNNEL, INBOUND, MESSAGE_STATE, RAW, STATUS, create_topics
+from simulator import Plan, SendOptions, simulate
+from wapipe.topics import FUNNEL, MESSAGE_STATE, create_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -35,7 +33,6 @@ BEFORE_SECONDS = 20.0  # of traffic (and processors' output) before the kill
 AFTER_SECONDS = 25.0  # of traffic after the broker is back
 RATE = 20.0  # webhooks per second
 SEED = 11
-STAGES = ("sent", "delivered", "read", "replied", "undelivered")  # a funnel window's counts
 
 
 @pytest.mark.timeout(600)
@@ -97,60 +94,13 @@ async def test_a_broker_dead_for_longer_than_the_retry_window_loses_nothing(
     published = metrics.total("wapipe_ingest_requests_total", outcome="published")
     spooled_total = metrics.total("wapipe_ingest_requests_total", outcome="spooled")
 
-    bodies = timeline_bodies(summary.timeline)
-    story = fold_bodies(bodies)
-    raw = await follow_topic(settings, RAW)
-    await raw.until(lambda: set(bodies) <= raw.counts.keys(), "every body on the raw topic", 120)
-    expected_states = story.expected_message_states()
-    expected_windows = story.expected_windows()
-
-    def windows_now() -> dict[str, Any]:
-        return {window: value for window, value in windows.latest_json().items()
-                if any(value[stage] for stage in STAGES)}  # fmt: skip
-
-    await states.until(lambda: states.latest_json() == expected_states,
-                       "every message's exact final state", 240, a_worker_died)  # fmt: skip
-    await windows.until(lambda: windows_now() == expected_windows,
-                        "every funnel window's exact totals", 120, a_worker_died)  # fmt: skip
-
-    # The simulator's oracle, from the contract's words: per message and per sub-account.
-    oracle = summary.expected()
-    latest = states.latest_json()
-    wrong = [umid for umid, result in oracle.messages.items()
-             if latest.get(umid, {}).get("state") != result.state]  # fmt: skip
-    assert not wrong, f"{len(wrong)} messages differ from the simulator's oracle: {wrong[:5]}"
-    totals: dict[str, Counter[str]] = {}
-    for value in windows_now().values():
-        if value["window"] == "1h":
-            totals.setdefault(value["subAccountId"] or "", Counter()).update(
-                {stage: value[stage] for stage in STAGES}
-            )
-    oracle_totals = {sub: Counter({stage: getattr(counts, stage) for stage in STAGES})
-                     for sub, counts in oracle.funnel.items()}  # fmt: skip
-    assert {sub: +counts for sub, counts in totals.items()} == {
-        sub: +counts for sub, counts in oracle_totals.items()
-    }
-
-    # Duplicates in the typed topics (by dedupe key), read to their current end.
-    typed = {}
-    for spec in (STATUS, INBOUND):
-        follower = await follow_topic(
-            settings, spec, lambda r: dict(r.headers)["wapipe-dedupe-key"].decode()
-        )
-        await follower.drain()
-        typed[spec.suffix] = follower
-    lost = len(set(bodies) - raw.counts.keys())
-    total = sum(oracle_totals.values(), Counter())
+    figures = await assert_exact(settings, summary, states, windows, follow_topic, a_worker_died)
     print(
         f"\nFIGURES outage: {summary.describe()}; broker down {outage:.1f} s; "
         f"spool held {spooled:.0f} at the end of the outage; published {published:.0f}, "
-        f"spooled {spooled_total:.0f}; raw records {raw.records} for {len(bodies)} bodies "
-        f"(duplicates {raw.duplicates}), lost {lost}; status {typed['status'].records} "
-        f"records (duplicates {typed['status'].duplicates}), inbound "
-        f"{typed['inbound'].records} (duplicates {typed['inbound'].duplicates}); "
-        f"{len(expected_states)} message states exact, {len(expected_windows)} windows "
-        f"exact; funnel totals {dict(total)}; workers alive after the outage {survived}"
+        f"spooled {spooled_total:.0f}; {figures}; workers alive after the outage {survived}"
+        f"\nROW | {figures.row()} |"
     )
-    assert lost == 0
+    assert figures.lost == 0
     assert a_worker_died() is None
     assert all(survived.values()), f"a worker did not survive the outage: {survived}"
