@@ -8,6 +8,14 @@ directory, and the size of its tables' changelog topics on the broker (what a
 new worker reads to rebuild the state). Needs the broker's data directory to
 measure the changelogs, so it starts its own broker (port 19092) unless
 WAPIPE_KAFKA_BOOTSTRAP is set (then changelog sizes are not reported).
+
+`--restore` gets to N tracked messages faster, for the millions: it writes the N
+states the worker would have made straight to its `messages` changelog (the same
+bytes, partitions and keys), starts the worker, which rebuilds its RocksDB table
+from the changelog as after a lost disk (timed: that is a restart's recovery), and
+then feeds `read` receipts for a tenth of the messages (at most 200,000) so that
+the store is read and written under load. A sample of the resulting states must
+show the restored delivery times: the proof that the worker really holds them.
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -30,8 +40,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_processors import counter_value, start_broker, worker_environment  # noqa: E402
 
+from processors.funnel.state import MessageState, dump_state, merge, observe_receipt  # noqa: E402
+from processors.normalize.records import Receipt, record_value  # noqa: E402
 from wapipe.settings import Settings  # noqa: E402
-from wapipe.topics import STATUS, create_topics  # noqa: E402
+from wapipe.topics import MESSAGE_STATE, STATUS, create_topics  # noqa: E402
 
 _TIMEOUT_SECONDS = 3_600
 
@@ -40,6 +52,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument(
+        "--restore",
+        action="store_true",
+        help="seed the state through the worker's changelog (see above)",
+    )
     arguments = parser.parse_args()
     broker, bootstrap = start_broker()
     settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=f"state{int(time.time())}.wa",
@@ -47,11 +64,15 @@ def main() -> int:
     try:
         asyncio.run(create_topics(settings))
         started = time.monotonic()
-        asyncio.run(_feed(settings, arguments.messages))
-        print(f"fed {arguments.messages:,} receipts in {time.monotonic() - started:.0f} s",
+        feed = _feed_changelog if arguments.restore else _feed
+        fed = asyncio.run(feed(settings, arguments.messages))
+        print(f"fed {arguments.messages:,} records in {time.monotonic() - started:.0f} s",
               flush=True)  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="wapipe-state-") as home:
-            figures = _run_worker(settings, arguments.messages, Path(home))
+            if arguments.restore:
+                figures = _restore_worker(settings, fed, Path(home))
+            else:
+                figures = _run_worker(settings, arguments.messages, Path(home))
             data = broker.directory / "data" if broker is not None else None
             changelogs = _changelog_bytes(data, settings) if data is not None else None
     finally:
@@ -65,7 +86,12 @@ def main() -> int:
     return 0
 
 
-async def _feed(settings: Settings, messages: int) -> None:
+def _umid(n: int) -> str:
+    """A realistic umid: a UUID's length."""
+    return f"{n:08x}-1f2e-4d3c-8b7a-{n * 7919 % 16**12:012x}"
+
+
+async def _feed(settings: Settings, messages: int) -> list[str]:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
                                 max_batch_size=1 << 20, compression_type="lz4")  # fmt: skip
     await producer.start()
@@ -73,8 +99,7 @@ async def _feed(settings: Settings, messages: int) -> None:
     try:
         deliveries = []
         for n in range(messages):
-            # A realistic umid (a UUID's length) and every field a receipt carries.
-            umid = f"{n:08x}-1f2e-4d3c-8b7a-{n * 7919 % 16**12:012x}"
+            umid = _umid(n)  # and every field a receipt carries
             receipt = {"umid": umid, "subAccountId": f"acme-{n % 7}", "channel": "whatsapp",
                        "state": "delivered", "detail": "delivered_to_recipient",
                        "occurredAt": now, "receivedAt": now, "msisdn": f"+62812{n:08d}",
@@ -92,6 +117,145 @@ async def _feed(settings: Settings, messages: int) -> None:
         await asyncio.gather(*deliveries)
     finally:
         await producer.stop()
+    return []
+
+
+_RESTORED_AT = "2026-11-01T10:00:00.000Z"  # the restored states' delivery time
+
+
+def _receipt(umid: str, n: int, state: str, at: str) -> Receipt:
+    return Receipt(umid=umid, sub_account_id=f"acme-{n % 7}", channel="whatsapp", state=state,
+                   detail=None, occurred_at=at, received_at=at, msisdn=f"+62812{n:08d}",
+                   channel_user_id=None, country="ID", error_code=None, error_message=None,
+                   provider_error_code=None, pricing_category="marketing", template_name=None,
+                   template_language=None, template_category="MARKETING", batch_id=None,
+                   client_message_id=None, version=None)  # fmt: skip
+
+
+async def _feed_changelog(settings: Settings, messages: int) -> list[str]:
+    """Write `messages` delivered states to the funnel's `messages` changelog as the
+    worker writes them: key and value JSON strings (faust's json codec over the table's
+    str values), each on the partition of its umid in `funnel.observations` (the same
+    murmur2 partitioner). Returns the umids."""
+    topic = f"{settings.topic_prefix}.funnel-messages-changelog"
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20,
+                                max_batch_size=1 << 20, compression_type="lz4")  # fmt: skip
+    await producer.start()
+    umids = []
+    try:
+        deliveries = []
+        for n in range(messages):
+            umid = _umid(n)
+            umids.append(umid)
+            delivered = observe_receipt(_receipt(umid, n, "delivered", _RESTORED_AT))
+            state = merge(MessageState(umid=umid), delivered)
+            partition = (murmur2(umid.encode()) & 0x7FFFFFFF) % settings.topic_partitions
+            deliveries.append(await producer.send(
+                topic, orjson.dumps(dump_state(state).decode()), key=orjson.dumps(umid),
+                partition=partition,
+            ))  # fmt: skip
+            if len(deliveries) >= 50_000:
+                await asyncio.gather(*deliveries)
+                deliveries.clear()
+                if n % 1_000_000 < 50_000:
+                    print(f"  {n:,} states written to {topic}", flush=True)
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
+    return umids
+
+
+def _restore_worker(settings: Settings, umids: list[str], home: Path) -> dict[str, float]:
+    """Start a funnel worker on the seeded changelog; time its recovery; feed `read`
+    receipts for some of the messages; measure; check the restored times came out."""
+    environment, port = worker_environment(settings, home)
+    reads = min(200_000, max(1, len(umids) // 10))
+    chosen = [(n * (len(umids) // reads), umids[n * (len(umids) // reads)]) for n in range(reads)]
+    worker = subprocess.Popen([sys.executable, "-m", "wapipe", "process", "funnel"],
+                              env=environment)  # fmt: skip
+    started = time.monotonic()
+    try:
+        while not _answers(port):
+            _alive(worker, started)
+            time.sleep(0.5)
+        asyncio.run(_feed_reads(settings, chosen))
+        recovered, last_report = None, time.monotonic()
+        while (done := counter_value(port, "wapipe_funnel_state_changes_total")) < reads:
+            _alive(worker, started)
+            if done and recovered is None:  # the first change comes after the recovery
+                recovered = time.monotonic() - started
+            if time.monotonic() - last_report > 30:
+                last_report = time.monotonic()
+                print(f"  {done:,.0f} of {reads:,} reads, {_rss_mb(worker.pid):,.0f} MB RSS",
+                      flush=True)  # fmt: skip
+            time.sleep(1)
+        ready = time.monotonic() - started
+        time.sleep(5)
+        figures = {"seconds": ready, "rss_mb": _rss_mb(worker.pid),
+                   "peak_rss_mb": _status_mb(worker.pid, "VmHWM"),
+                   "state_mb": _directory_bytes(home / "state") / 1e6,
+                   "reads": reads, "recovered": recovered or ready}  # fmt: skip
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    figures["state_after_stop_mb"] = _directory_bytes(home / "state") / 1e6
+    restored = asyncio.run(_restored_share(settings, {umid for _, umid in chosen[:1000]}))
+    if restored < 1.0:
+        sys.exit(f"only {restored:.0%} of the sampled states kept the restored delivery time")
+    return figures
+
+
+async def _feed_reads(settings: Settings, chosen: list[tuple[int, str]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
+                                max_batch_size=1 << 20, compression_type="lz4")  # fmt: skip
+    await producer.start()
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    try:
+        deliveries = [
+            await producer.send(STATUS.name(settings.topic_prefix),
+                                orjson.dumps(record_value(_receipt(umid, n, "read", now))),
+                                key=umid.encode())
+            for n, umid in chosen
+        ]  # fmt: skip
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
+
+
+async def _restored_share(settings: Settings, sample: set[str]) -> float:
+    """Of the sampled messages' `read` states, the share whose deliveredAt is the restored
+    time (a worker that lost its state would take the read's time instead)."""
+    consumer = AIOKafkaConsumer(MESSAGE_STATE.name(settings.topic_prefix),
+                                bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    found: dict[str, bool] = {}
+    deadline = time.monotonic() + 120
+    try:
+        while len(found) < len(sample) and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=20_000)).values():
+                for record in records:
+                    state = orjson.loads(record.value)
+                    if state["umid"] in sample and state["state"] == "read":
+                        found[state["umid"]] = state["deliveredAt"] == _RESTORED_AT
+    finally:
+        await consumer.stop()
+    return sum(found.values()) / len(sample)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _alive(worker: subprocess.Popen[bytes], started: float) -> None:
+    if worker.poll() is not None:
+        sys.exit(f"the funnel worker exited with {worker.returncode}")
+    if time.monotonic() - started > _TIMEOUT_SECONDS:
+        sys.exit("the funnel worker did not finish in time")
 
 
 def _run_worker(settings: Settings, messages: int, home: Path) -> dict[str, float]:
@@ -152,10 +316,14 @@ def _changelog_bytes(data: Path, settings: Settings) -> dict[str, float]:
 def _report(
     arguments: argparse.Namespace, figures: dict[str, float], changelogs: dict[str, float] | None
 ) -> str:
+    how = (f"restored from its changelog, then {figures['reads']:,.0f} `read` receipts "
+           f"processed; first state change {figures['recovered']:.0f} s after start (the "
+           f"recovery), the last {figures['seconds']:.0f} s after"
+           if arguments.restore else
+           f"one `delivered` receipt each, all tracked in {figures['seconds']:.0f} s")  # fmt: skip
     lines = [
-        f"{arguments.messages:,} tracked messages (one `delivered` receipt each), "
-        f"{arguments.partitions} partitions, one funnel worker; "
-        f"all tracked in {figures['seconds']:.0f} s.",
+        f"{arguments.messages:,} tracked messages ({how}), {arguments.partitions} partitions, "
+        f"one funnel worker.",
         "",
         "| measure | value |",
         "|---|---:|",

@@ -1,0 +1,299 @@
+"""End-to-end latency: the simulator at a fixed rate through the whole pipeline.
+
+For every webhook the simulator posts, the clock starts at the ingester's 200 (the
+moment 8x8's sender would consider it delivered) and stops when a consumer sees
+what it caused:
+- on `whatsapp.webhooks.raw`: the body itself (ingester -> Kafka -> a consumer);
+  the floor every other path stands on, measured in the same run;
+- on `whatsapp.message_state`: the state the receipt moved its message to
+  (normalize, then the funnel's two hops; each hop's topic is timed too);
+- on `whatsapp.alerts`: the template alert the quality or status event raised
+  (normalize, then the templates worker).
+Only the first sight counts (a retried webhook is timed from its first 200). A
+receipt that changed nothing (a duplicate, an older state arriving late) has no
+record to wait for and is not counted.
+
+Runs `wapipe ingest`, `wapipe process normalize|funnel|templates` as processes,
+as a user would; uses WAPIPE_KAFKA_BOOTSTRAP if set, else a broker of its own.
+A warm-up story runs first so that group joins are not counted. Prints a Markdown
+table and writes it to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / "bench" / "processors")]
+
+from bench_processors import start_broker, worker_environment  # noqa: E402
+
+from simulator import Plan, SendOptions, Summary, Timeline, event_bytes, simulate  # noqa: E402
+from simulator.stories import TemplateCategory, TemplateQuality, TemplateStatus  # noqa: E402
+from wapipe.settings import Settings  # noqa: E402
+from wapipe.topics import (  # noqa: E402
+    ALERTS,
+    FUNNEL_OBSERVATIONS,
+    MESSAGE_STATE,
+    RAW,
+    STATUS,
+    create_topics,
+)
+
+JOBS = ("normalize", "funnel", "templates")
+# Alerts raised by a timer (a pause that ended) or by a window, not by one webhook.
+_UNTIMED_ALERTS = ("TEMPLATE_UNPAUSED",)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="webhooks per second")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=600.0,
+        help="story seconds per second (600: 10 h of story, so strikes happen)",
+    )
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--partitions", type=int, default=3)
+    arguments = parser.parse_args()  # fmt: skip
+    broker, bootstrap = start_broker()
+    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=f"e2e{int(time.time())}.wa",
+                        topic_partitions=arguments.partitions)  # fmt: skip
+    try:
+        asyncio.run(create_topics(settings))
+        with (
+            tempfile.TemporaryDirectory(prefix="wapipe-e2e-") as home,
+            _pipeline(settings, Path(home)) as url,
+        ):
+            latencies, summary = asyncio.run(_measure(settings, url, arguments))
+    finally:
+        if broker is not None:
+            broker.down()
+    report = _report(arguments, latencies, summary)
+    print(report)
+    results = REPO / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"e2e-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report)
+    return 0
+
+
+@contextlib.contextmanager
+def _pipeline(settings: Settings, home: Path) -> Iterator[str]:
+    """The ingester and the workers as processes (logs in `home`); yields the webhook
+    URL once the ingester is ready; SIGTERM to all at the end."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(command: list[str], environment: dict[str, str], name: str) -> None:
+        log = (home / f"{name}.log").open("wb")
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "wapipe", *command], env=environment,
+            stdout=log, stderr=subprocess.STDOUT,
+        ))  # fmt: skip
+
+    try:
+        for job in JOBS:
+            start(["process", job], worker_environment(settings, home)[0], job)
+        environment, port = worker_environment(settings, home)
+        environment |= {"WAPIPE_INGEST_HOST": "127.0.0.1", "WAPIPE_INGEST_PORT": str(port),
+                        "WAPIPE_SPOOL_DIR": str(home / "spool")}  # fmt: skip
+        start(["ingest"], environment, "ingest")
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not _answers(f"{base}/readyz"):
+            if time.monotonic() > deadline:
+                sys.exit(f"the ingester is not ready after 60 s: see {home}/ingest.log")
+            time.sleep(0.2)
+        yield f"{base}/webhooks/whatsapp"
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=60)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@dataclass
+class _Seen:
+    """When a consumer first saw each thing, by what it is: ("raw", body bytes),
+    ("state", umid|state), ("alert", alert id) -> (epoch seconds, record value)."""
+
+    first: dict[tuple[str, object], tuple[float, dict[str, object] | None]] = field(
+        default_factory=dict
+    )
+
+    def note(self, kind: str, what: object, value: dict[str, object] | None = None) -> None:
+        self.first.setdefault((kind, what), (time.time(), value))
+
+
+async def _follow(settings: Settings, seen: _Seen, stop: asyncio.Event) -> None:
+    """Read the raw, message-state and alert topics from their ends until `stop`."""
+    prefix, partitions = settings.topic_prefix, range(settings.topic_partitions)
+    names = {spec.name(prefix): spec for spec in (RAW, STATUS, FUNNEL_OBSERVATIONS,
+                                                  MESSAGE_STATE, ALERTS)}  # fmt: skip
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False, fetch_max_wait_ms=10)  # fmt: skip
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(name, p) for name in names for p in partitions])
+        await consumer.seek_to_end()
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100)
+            for tp, records in batches.items():
+                spec = names[tp.topic]
+                for record in records:
+                    if spec is RAW:
+                        seen.note("raw", record.value)
+                    elif spec is STATUS:
+                        receipt = orjson.loads(record.value)
+                        seen.note("status", f"{receipt['umid']}|{receipt['state']}")
+                    elif spec is FUNNEL_OBSERVATIONS:
+                        observation = orjson.loads(record.value)
+                        seen.note("observation", f"{record.key.decode()}|{observation['state']}")
+                    elif spec is MESSAGE_STATE:
+                        state = orjson.loads(record.value)
+                        seen.note("state", f"{state['umid']}|{state['state']}")
+                    else:
+                        alert = orjson.loads(record.value)
+                        seen.note("alert", alert["alertId"], alert)
+    finally:
+        await consumer.stop()
+
+
+async def _measure(
+    settings: Settings, url: str, arguments: argparse.Namespace
+) -> tuple[dict[str, list[float]], Summary]:
+    seen, stop = _Seen(), asyncio.Event()
+    follower = asyncio.create_task(_follow(settings, seen, stop))
+    options = SendOptions(concurrency=64)
+    print("warm-up: a short story until its states come out ...", flush=True)
+    warm_up = Plan(seed=arguments.seed + 1, rate=50, duration=5, time_scale=60)
+    await simulate(settings, url, warm_up, options=options)
+    await _until(lambda: any(kind == "state" for kind, _ in seen.first), 120, "warm-up states")
+    seen.first.clear()
+    plan = Plan(seed=arguments.seed, rate=arguments.rate, duration=arguments.duration,
+                time_scale=arguments.time_scale)  # fmt: skip
+    print(f"posting {arguments.rate:g} webhooks/s for {arguments.duration:g} s ...", flush=True)
+    summary = await simulate(settings, url, plan, options=options, progress=sys.stderr)
+    print(summary.describe(), flush=True)
+    await _settle(seen)
+    stop.set()
+    await follower
+    return _latencies(summary.timeline, summary.acknowledged_at, seen), summary
+
+
+async def _until(condition: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            sys.exit(f"no {what} within {within:g} s")
+        await asyncio.sleep(0.1)
+
+
+async def _settle(seen: _Seen, quiet: float = 10.0, at_most: float = 300.0) -> None:
+    """Wait until nothing new was seen for `quiet` seconds: the pipeline has caught up."""
+    deadline = time.monotonic() + at_most
+    count, changed = len(seen.first), time.monotonic()
+    while time.monotonic() - changed < quiet and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        if len(seen.first) != count:
+            count, changed = len(seen.first), time.monotonic()
+
+
+def _latencies(
+    timeline: Timeline, acknowledged_at: dict[str, float], seen: _Seen
+) -> dict[str, list[float]]:
+    """Seconds from each webhook's 200 to the first sight of what it caused, by path."""
+    paths: dict[str, list[float]] = {"raw": [], "status": [], "observation": [],
+                                     "message_state": [], "alerts": []}  # fmt: skip
+    template_events: dict[str, list[tuple[datetime, str]]] = {}
+    for event in timeline.events:
+        acked = acknowledged_at.get(event.key)
+        if acked is None:
+            continue
+        if ("raw", event_bytes(timeline, event)) in seen.first:
+            paths["raw"].append(seen.first["raw", event_bytes(timeline, event)][0] - acked)
+        for kind, path in (("status", "status"), ("observation", "observation"),
+                           ("state", "message_state")):  # fmt: skip
+            if (kind, event.key) in seen.first:
+                paths[path].append(seen.first[kind, event.key][0] - acked)
+        if isinstance(event.fact, TemplateQuality | TemplateStatus | TemplateCategory):
+            at = timeline.anchor + timedelta(seconds=event.at)
+            template_events.setdefault(event.fact.template.template_id, []).append((at, event.key))
+    for (kind, _), (when, alert) in seen.first.items():
+        if kind != "alert" or alert is None or alert["type"] in _UNTIMED_ALERTS:
+            continue
+        subject = alert["subject"]
+        candidates = template_events.get(str(subject.get("templateId")), [])  # type: ignore[attr-defined]
+        occurred = datetime.fromisoformat(str(alert["occurredAt"]).replace("Z", "+00:00"))
+        # The body's time may be truncated to fewer digits: the nearest event within 1 s.
+        near = [(abs((at - occurred).total_seconds()), key) for at, key in candidates]
+        if near and min(near)[0] < 1.0:
+            paths["alerts"].append(when - acknowledged_at[min(near)[1]])
+    return paths
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _report(
+    arguments: argparse.Namespace, latencies: dict[str, list[float]], summary: Summary
+) -> str:
+    floor = _percentile(latencies["raw"], 0.5) if latencies["raw"] else float("nan")
+    lines = [
+        f"# End-to-end latency, {time.strftime('%Y-%m-%d %H:%M')}",
+        "",
+        f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"broker, ingester, 3 workers and the simulator on the same machine. "
+        f"`bench/e2e/bench_e2e.py --rate {arguments.rate:g} --duration {arguments.duration:g} "
+        f"--time-scale {arguments.time_scale:g} --seed {arguments.seed}`: "
+        f"{summary.acknowledged} webhooks acknowledged at {summary.rate:.0f}/s, "
+        f"{summary.retried} retries.",
+        "",
+        "| from the 200 to | timed | p50 ms | p90 ms | p99 ms | max ms | p50 / raw p50 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    labels = {"raw": "the body on `webhooks.raw` (floor)",
+              "status": "the receipt on `status` (normalize)",
+              "observation": "the receipt on `funnel.observations` (funnel, first hop)",
+              "message_state": "its state on `message_state` (funnel, second hop)",
+              "alerts": "its alert on `alerts`"}  # fmt: skip
+    for path, values in latencies.items():
+        if not values:
+            lines.append(f"| {labels[path]} | 0 | - | - | - | - | - |")
+            continue
+        p50 = _percentile(values, 0.5)
+        cells = [f"{_percentile(values, q) * 1000:,.0f}" for q in (0.5, 0.9, 0.99)]
+        lines.append(f"| {labels[path]} | {len(values):,} | {' | '.join(cells)} | "
+                     f"{max(values) * 1000:,.0f} | {p50 / floor:.1f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
