@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -35,7 +36,11 @@ _HEARTBEAT_SECONDS = 3.0
 _BATCH_WITHIN_SECONDS = 0.05
 _DAY_SECONDS = 86_400
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE
+EXIT_OFFSETS_STUCK = 75  # EX_TEMPFAIL: a restart heals it
 _LAG_INTERVAL_SECONDS = 10.0
+# How long a gap below a partition's acknowledged events may last before the worker
+# gives up on it (see `_StuckOffsets`); a normal batch closes any gap within a second.
+_STUCK_SECONDS = 30.0
 
 log = get_logger(__name__)
 
@@ -71,6 +76,8 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
         registry=registry,
     )
 
+    stuck = _StuckOffsets(job)
+
     @app.timer(_LAG_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
     async def measure_consumer_lag() -> None:
         consumer_lag.clear()  # revoked partitions drop out
@@ -80,6 +87,7 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
                 continue
             committed = monitor.tp_committed_offsets.get(tp) or 0
             consumer_lag.labels(job, tp.topic, str(tp.partition)).set(max(0, end - committed))
+        stuck.check(app.consumer)
 
     @app.page("/metrics")
     async def metrics(web: Any, _request: Any) -> Any:
@@ -101,6 +109,42 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
         app.producer.buffer.max_messages = max(100, 4 * settings.processor_batch_size)
 
     return app
+
+
+class _StuckOffsets:
+    """Ends the worker when a partition's commits are stuck behind events it never got.
+
+    faust can lose events from its stream buffers in a rebalance while its fetcher
+    goes on past them (seen here when a worker rebuilding a large table from its
+    changelog got events meanwhile: the first few of each partition never reached
+    the agent; the same race as faust's issue #216). Every later event is processed
+    and acknowledged, but faust commits only up to the first event it never
+    acknowledged, so the commits stop while the output goes on, with holes, and only
+    a restart, which replays from the committed offset, brings the missing events.
+    The outputs are idempotent (README, "Exact under crashes"), so exiting is the
+    cure: the supervisor restarts the worker, as after a crash. Reads faust's own
+    bookkeeping (`_acked`, `_committed_offset`: faust-streaming is pinned exactly)
+    with faust's own test for a gap.
+    """
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self.since: dict[Any, float] = {}  # partition -> when its gap was first seen
+
+    def check(self, consumer: Any) -> None:
+        now = time.monotonic()
+        for tp in list(consumer.assignment()):
+            acked, committed = consumer._acked.get(tp), consumer._committed_offset.get(tp)
+            if not (acked and committed and min(acked) - committed > 1):
+                self.since.pop(tp, None)
+                continue
+            if now - self.since.setdefault(tp, now) >= _STUCK_SECONDS:
+                log.critical("events skipped by the stream: exiting so that the restart "
+                             "replays them", job=self.job, topic=tp.topic,
+                             partition=tp.partition, committed=committed,
+                             first_acknowledged=min(acked))  # fmt: skip
+                logging.shutdown()
+                os._exit(EXIT_OFFSETS_STUCK)
 
 
 def raw_topic(app: faust.App, *names: str) -> Any:

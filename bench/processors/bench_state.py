@@ -42,6 +42,7 @@ from bench_processors import counter_value, start_broker, worker_environment  # 
 
 from processors.funnel.state import MessageState, dump_state, merge, observe_receipt  # noqa: E402
 from processors.normalize.records import Receipt, record_value  # noqa: E402
+from processors.runtime import EXIT_OFFSETS_STUCK  # noqa: E402
 from wapipe.settings import Settings  # noqa: E402
 from wapipe.topics import MESSAGE_STATE, STATUS, create_topics  # noqa: E402
 
@@ -179,9 +180,16 @@ def _restore_worker(settings: Settings, umids: list[str], home: Path) -> dict[st
             _alive(worker, started)
             time.sleep(0.5)
         asyncio.run(_feed_reads(settings, chosen))
-        recovered, last_report = None, time.monotonic()
-        while (done := counter_value(port, "wapipe_funnel_state_changes_total")) < reads:
+        recovered, last_report, restarts, before, done = None, time.monotonic(), 0, 0.0, 0.0
+        while done < reads:
+            if worker.poll() == EXIT_OFFSETS_STUCK:  # restarted, as a supervisor would
+                restarts, before = restarts + 1, done
+                print(f"  the worker exited {EXIT_OFFSETS_STUCK} (events skipped in a "
+                      "rebalance): restarting it", flush=True)  # fmt: skip
+                worker = subprocess.Popen([sys.executable, "-m", "wapipe", "process", "funnel"],
+                                          env=environment)  # fmt: skip
             _alive(worker, started)
+            done = max(done, before + counter_value(port, "wapipe_funnel_state_changes_total"))
             if done and recovered is None:  # the first change comes after the recovery
                 recovered = time.monotonic() - started
             if time.monotonic() - last_report > 30:
@@ -194,7 +202,8 @@ def _restore_worker(settings: Settings, umids: list[str], home: Path) -> dict[st
         figures = {"seconds": ready, "rss_mb": _rss_mb(worker.pid),
                    "peak_rss_mb": _status_mb(worker.pid, "VmHWM"),
                    "state_mb": _directory_bytes(home / "state") / 1e6,
-                   "reads": reads, "recovered": recovered or ready}  # fmt: skip
+                   "reads": reads, "recovered": recovered or ready,
+                   "restarts": restarts}  # fmt: skip
     finally:
         worker.terminate()
         worker.wait(60)
@@ -318,7 +327,8 @@ def _report(
 ) -> str:
     how = (f"restored from its changelog, then {figures['reads']:,.0f} `read` receipts "
            f"processed; first state change {figures['recovered']:.0f} s after start (the "
-           f"recovery), the last {figures['seconds']:.0f} s after"
+           f"recovery), the last {figures['seconds']:.0f} s after; "
+           f"{figures['restarts']:.0f} restarts on exit {EXIT_OFFSETS_STUCK}"
            if arguments.restore else
            f"one `delivered` receipt each, all tracked in {figures['seconds']:.0f} s")  # fmt: skip
     lines = [
