@@ -11,10 +11,10 @@ QUIX_VENV  := .wapipe/bench-quix
 QUIX_STAMP := $(QUIX_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint prometheus unit soak kafka-up kafka-down bench-ingest bench-processors lock clean
+.PHONY: help install run test lint prometheus unit soak kafka-up kafka-down bench-ingest bench-e2e bench-processors lock clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=" >&2; exit 1; }
@@ -56,6 +56,9 @@ kafka-down: install  ## stop the local broker
 
 bench-ingest: install  ## ingester vs bare aiohttp under wrk (installs wrk with apt if missing)
 	bash bench/ingest/run.sh
+
+bench-e2e: install  ## p50/p99 from the ingester's 200 to message_state and alerts, the simulator at a fixed rate
+	$(BIN)/python bench/e2e/bench_e2e.py
 
 bench-processors: install $(QUIX_STAMP)  ## normalize and funnel events/s vs a bare aiokafka loop and Quix Streams
 	$(BIN)/python bench/processors/bench_processors.py

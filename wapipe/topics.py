@@ -110,7 +110,6 @@ TEMPLATE_TICKS = TopicSpec(
 )
 
 
-
 def _changelog(job: str, table: str) -> TopicSpec:
     return TopicSpec(f"{job}-{table}-changelog", "table key",
                      f"changelog of the {job} job's {table} table (internal)",

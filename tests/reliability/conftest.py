@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from wapipe.local_kafka import LocalCluster
 from wapipe.settings import Settings
-from wapipe.topics import TopicSpec
+from wapipe.topics import FUNNEL, MESSAGE_STATE, TopicSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -273,3 +273,58 @@ async def describe_partitions(bootstrap: str, topics: list[str]) -> dict[tuple[s
 def partitions() -> Callable[..., Any]:
     """`await partitions(bootstrap, [topic, ...])`: (topic, partition) -> its metadata."""
     return describe_partitions
+
+
+@dataclass
+class Pipeline:
+    """`wapipe ingest` and some workers as processes, each worker on a web port of its
+    own, with followers of `message_state` (by umid) and `funnel` (by window id)."""
+
+    settings: Settings
+    ingester: IngestProcess
+    workers: dict[str, subprocess.Popen[bytes]]
+    ports: dict[str, int]  # job -> its worker's web port (/metrics)
+    states: TopicFollower
+    windows: TopicFollower
+    logs: Path
+    start: Callable[[str], subprocess.Popen[bytes]]
+
+    def a_worker_died(self) -> str | None:
+        """What the first worker found dead said last, or None while all run."""
+        for job, worker in self.workers.items():
+            if worker.poll() is not None:
+                log = (self.logs / f"{job}.log").read_text()[-3000:]
+                return f"{job} exited with {worker.returncode}:\n{log}"
+        return None
+
+    async def sigkill_and_restart(self, job: str) -> None:
+        self.workers[job].send_signal(signal.SIGKILL)
+        await asyncio.to_thread(self.workers[job].wait)
+        self.workers[job] = self.start(job)
+
+
+@pytest.fixture
+def start_pipeline(
+    ingest_process: Callable[..., Any], start_worker: Callable[..., Any],
+    follow_topic: Callable[..., Any], unused_port: Callable[[], int], tmp_path: Path,
+) -> Callable[..., Any]:  # fmt: skip
+    """`await start_pipeline(settings, jobs, **environment)`: the workers of `jobs` (with
+    `environment`), then the ingester, ready (`/readyz` 200), and the followers."""
+
+    async def start(settings: Settings, jobs: tuple[str, ...], **environment: str) -> Pipeline:
+        ports = {job: unused_port() for job in jobs}
+
+        def start_job(job: str) -> subprocess.Popen[bytes]:
+            port = {"WAPIPE_PROCESSOR_WEB_PORT": str(ports[job])}
+            worker: subprocess.Popen[bytes] = start_worker(job, settings, **environment, **port)
+            return worker
+
+        workers = {job: start_job(job) for job in jobs}
+        ingester = ingest_process(settings)
+        await ingester.start()
+        await ingester.wait_for_status("/readyz", 200, 60)
+        states = await follow_topic(settings, MESSAGE_STATE, lambda record: record.key.decode())
+        windows = await follow_topic(settings, FUNNEL, lambda r: orjson.loads(r.value)["windowId"])
+        return Pipeline(settings, ingester, workers, ports, states, windows, tmp_path, start_job)
+
+    return start

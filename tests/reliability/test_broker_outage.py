@@ -16,12 +16,11 @@ import asyncio
 import time
 import uuid
 
-import orjson
 import pytest
 from exactness import assert_exact
 
 from simulator import Plan, SendOptions, simulate
-from wapipe.topics import FUNNEL, MESSAGE_STATE, create_topics
+from wapipe.topics import create_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -37,7 +36,7 @@ SEED = 11
 
 @pytest.mark.timeout(600)
 async def test_a_broker_dead_for_longer_than_the_retry_window_loses_nothing(
-    local_broker, settings_for, ingest_process, start_worker, follow_topic, tmp_path
+    local_broker, settings_for, start_pipeline, follow_topic
 ):
     broker = local_broker()
     await asyncio.to_thread(broker.up)
@@ -47,20 +46,8 @@ async def test_a_broker_dead_for_longer_than_the_retry_window_loses_nothing(
         topic_partitions=3,
     )
     await create_topics(settings)
-    workers = {job: start_worker(job, settings) for job in ("normalize", "funnel")}
-
-    def a_worker_died() -> str | None:
-        for job, worker in workers.items():
-            if worker.poll() is not None:
-                log = (tmp_path / f"{job}.log").read_text()[-3000:]
-                return f"{job} exited with {worker.returncode}:\n{log}"
-        return None
-
-    ingester = ingest_process(settings)
-    await ingester.start()
-    await ingester.wait_for_status("/readyz", 200, 60)
-    states = await follow_topic(settings, MESSAGE_STATE, lambda record: record.key.decode())
-    windows = await follow_topic(settings, FUNNEL, lambda r: orjson.loads(r.value)["windowId"])
+    pipeline = await start_pipeline(settings, ("normalize", "funnel"))
+    ingester, states = pipeline.ingester, pipeline.states
 
     plan = Plan(seed=SEED, rate=RATE, duration=BEFORE_SECONDS + OUTAGE_SECONDS + AFTER_SECONDS)
     sending = asyncio.create_task(
@@ -69,7 +56,7 @@ async def test_a_broker_dead_for_longer_than_the_retry_window_loses_nothing(
     started = time.monotonic()
     await states.until(
         lambda: time.monotonic() - started >= BEFORE_SECONDS and states.records > 0,
-        "traffic and the funnel's output before the kill", 120, a_worker_died,
+        "traffic and the funnel's output before the kill", 120, pipeline.a_worker_died,
     )  # fmt: skip
 
     await asyncio.to_thread(broker.kill)  # SIGKILL: a crash, not a clean stop
@@ -78,7 +65,7 @@ async def test_a_broker_dead_for_longer_than_the_retry_window_loses_nothing(
     # The outage itself: time has to pass, there is no condition to wait for.
     await asyncio.sleep(max(0.0, killed_at + OUTAGE_SECONDS - time.monotonic()))
     during = await ingester.metrics()
-    survived = {job: worker.poll() is None for job, worker in workers.items()}
+    survived = {job: worker.poll() is None for job, worker in pipeline.workers.items()}
     await asyncio.to_thread(broker.up)
     outage = time.monotonic() - killed_at
 
@@ -94,7 +81,7 @@ async def test_a_broker_dead_for_longer_than_the_retry_window_loses_nothing(
     published = metrics.total("wapipe_ingest_requests_total", outcome="published")
     spooled_total = metrics.total("wapipe_ingest_requests_total", outcome="spooled")
 
-    figures = await assert_exact(settings, summary, states, windows, follow_topic, a_worker_died)
+    figures = await assert_exact(pipeline, summary, follow_topic)
     print(
         f"\nFIGURES outage: {summary.describe()}; broker down {outage:.1f} s; "
         f"spool held {spooled:.0f} at the end of the outage; published {published:.0f}, "
@@ -102,5 +89,5 @@ async def test_a_broker_dead_for_longer_than_the_retry_window_loses_nothing(
         f"\nROW | {figures.row()} |"
     )
     assert figures.lost == 0
-    assert a_worker_died() is None
+    assert pipeline.a_worker_died() is None
     assert all(survived.values()), f"a worker did not survive the outage: {survived}"

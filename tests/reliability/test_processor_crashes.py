@@ -20,7 +20,6 @@ so the fold decides every template alert.
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 import uuid
 from collections import Counter
@@ -41,8 +40,6 @@ from simulator import Plan, SendOptions, simulate, timeline_bodies
 from wapipe.settings import Settings
 from wapipe.topics import (
     ACCOUNT,
-    FUNNEL,
-    MESSAGE_STATE,
     PHONE,
     PHONE_STATE,
     TEMPLATE,
@@ -66,47 +63,32 @@ ENVIRONMENT = {"WAPIPE_PROCESSOR_BATCH_SIZE": "50", "WAPIPE_TEMPLATE_PAUSE_CHECK
 
 @pytest.mark.timeout(900)
 async def test_every_worker_sigkilled_three_times_leaves_every_output_exact(
-    kafka_bootstrap, settings_for, ingest_process, start_worker, follow_topic, tmp_path
+    kafka_bootstrap, settings_for, start_pipeline, follow_topic, tmp_path
 ):
     settings = settings_for(kafka_bootstrap=kafka_bootstrap, topic_partitions=3,
                             topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp")  # fmt: skip
     await create_topics(settings)
-    workers = {job: start_worker(job, settings, **ENVIRONMENT) for job in JOBS}
+    pipeline = await start_pipeline(settings, JOBS, **ENVIRONMENT)
     kills: Counter[str] = Counter()
-
-    def a_worker_died() -> str | None:
-        for job, worker in workers.items():
-            if worker.poll() is not None:
-                log = (tmp_path / f"{job}.log").read_text()[-3000:]
-                return f"{job} exited with {worker.returncode}:\n{log}"
-        return None
 
     async def kill_in_turn() -> None:
         for turn in range(ROUNDS * len(JOBS)):
             await asyncio.sleep(SECONDS / (ROUNDS * len(JOBS) + 1))
-            dead = a_worker_died()
+            dead = pipeline.a_worker_died()
             assert dead is None, dead
             job = JOBS[turn % len(JOBS)]
-            workers[job].send_signal(signal.SIGKILL)
-            await asyncio.to_thread(workers[job].wait)
+            await pipeline.sigkill_and_restart(job)
             kills[job] += 1
-            workers[job] = start_worker(job, settings, **ENVIRONMENT)
-
-    ingester = ingest_process(settings)
-    await ingester.start()
-    await ingester.wait_for_status("/readyz", 200, 60)
-    states = await follow_topic(settings, MESSAGE_STATE, lambda record: record.key.decode())
-    windows = await follow_topic(settings, FUNNEL, lambda r: orjson.loads(r.value)["windowId"])
 
     plan = Plan(seed=SEED, rate=RATE, duration=SECONDS, time_scale=TIME_SCALE)
     killing = asyncio.create_task(kill_in_turn())
-    summary = await simulate(settings, ingester.webhook_url, plan,
+    summary = await simulate(settings, pipeline.ingester.webhook_url, plan,
                              options=SendOptions(concurrency=16))  # fmt: skip
     await killing
     assert kills == dict.fromkeys(JOBS, ROUNDS)
     assert summary.failed == 0, summary.describe()
 
-    figures = await assert_exact(settings, summary, states, windows, follow_topic, a_worker_died)
+    figures = await assert_exact(pipeline, summary, follow_topic)
     bodies = timeline_bodies(summary.timeline)
     template_states, phone_states, alert_ids = _fold(await _typed_records(settings, bodies))
     # The simulator's oracle counts strikes in story order; normalize may pass on two
@@ -128,8 +110,8 @@ async def test_every_worker_sigkilled_three_times_leaves_every_output_exact(
             try:
                 await outputs.until(
                     lambda o=outputs, e=expected: o.states == e and o.alert_ids >= alert_ids,
-                    workers[job], tmp_path / f"{job}.log", f"exact {spec.suffix} and every alert",
-                    240,
+                    pipeline.workers[job], tmp_path / f"{job}.log",
+                    f"exact {spec.suffix} and every alert", 240,
                 )  # fmt: skip
             except AssertionError as error:
                 wrong = {key: (outputs.states.get(key), value) for key, value in expected.items()

@@ -26,13 +26,12 @@ from statistics import mean
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from exactness import assert_exact
 from prometheus_client.parser import text_string_to_metric_families
 
 from simulator import Plan, SendOptions, simulate
-from wapipe.topics import FUNNEL, MESSAGE_STATE, create_topics
+from wapipe.topics import create_topics
 
 pytestmark = [pytest.mark.soak, pytest.mark.kafka, pytest.mark.slow]
 
@@ -56,30 +55,15 @@ class Sample:
 
 @pytest.mark.timeout(int(SECONDS) + 900)
 async def test_a_long_steady_run_keeps_memory_and_lag_flat_and_the_results_exact(
-    local_broker, settings_for, ingest_process, start_worker, follow_topic, unused_port, tmp_path
+    local_broker, settings_for, start_pipeline, follow_topic
 ):
     broker = local_broker()
     await asyncio.to_thread(broker.up)
     settings = settings_for(kafka_bootstrap=broker.bootstrap, topic_partitions=3,
                             topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp")  # fmt: skip
     await create_topics(settings)
-    ports = {job: unused_port() for job in JOBS}
-    workers = {
-        job: start_worker(job, settings, WAPIPE_PROCESSOR_WEB_PORT=str(ports[job])) for job in JOBS
-    }
-
-    def a_worker_died() -> str | None:
-        for job, worker in workers.items():
-            if worker.poll() is not None:
-                log = (tmp_path / f"{job}.log").read_text()[-3000:]
-                return f"{job} exited with {worker.returncode}:\n{log}"
-        return None
-
-    ingester = ingest_process(settings)
-    await ingester.start()
-    await ingester.wait_for_status("/readyz", 200, 60)
-    states = await follow_topic(settings, MESSAGE_STATE, lambda record: record.key.decode())
-    windows = await follow_topic(settings, FUNNEL, lambda r: orjson.loads(r.value)["windowId"])
+    pipeline = await start_pipeline(settings, JOBS)
+    ingester, workers = pipeline.ingester, pipeline.workers
 
     plan = Plan(seed=SEED, rate=RATE, duration=SECONDS, time_scale=TIME_SCALE,
                 customers=5_000, sub_accounts=8, templates=20)  # fmt: skip
@@ -93,10 +77,10 @@ async def test_a_long_steady_run_keeps_memory_and_lag_flat_and_the_results_exact
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         while not sending.done():
             await asyncio.wait({sending}, timeout=interval)
-            dead = a_worker_died()
+            dead = pipeline.a_worker_died()
             assert dead is None, dead
             processes = {"ingest": ingester.process.pid} | {j: w.pid for j, w in workers.items()}
-            lags = {job: await _lag(session, ports[job]) for job in JOBS}
+            lags = {job: await _lag(session, pipeline.ports[job]) for job in JOBS}
             samples.append(Sample(
                 at=time.monotonic() - started,
                 rss_kib={name: _rss_kib(pid) for name, pid in processes.items()},
@@ -107,8 +91,7 @@ async def test_a_long_steady_run_keeps_memory_and_lag_flat_and_the_results_exact
     summary = sending.result()
     assert summary.failed == 0, summary.describe()
 
-    figures = await assert_exact(settings, summary, states, windows, follow_topic, a_worker_died,
-                                 within=600)  # fmt: skip
+    figures = await assert_exact(pipeline, summary, follow_topic, within=600)
     print("\n" + _table(samples))
     print(f"\nFIGURES soak: {summary.describe()}; {figures}\nROW | {figures.row()} |")
 

@@ -46,16 +46,12 @@ class Figures:
 
 
 async def assert_exact(
-    settings: Settings,
-    summary: Summary,
-    states: Any,
-    windows: Any,
-    follow_topic: Callable[..., Any],
-    a_worker_died: Callable[[], str | None],
-    within: float = 240.0,
+    pipeline: Any, summary: Summary, follow_topic: Callable[..., Any], within: float = 240.0
 ) -> Figures:
-    """Wait until the pipeline's output is exactly what `summary`'s webhooks make;
-    `states` and `windows` follow `message_state` (by umid) and `funnel` (by window id)."""
+    """Wait until `pipeline`'s output (tests/reliability/conftest.py, `Pipeline`) is
+    exactly what `summary`'s webhooks make."""
+    settings: Settings = pipeline.settings
+    states, windows, a_worker_died = pipeline.states, pipeline.windows, pipeline.a_worker_died
     bodies = timeline_bodies(summary.timeline)
     story = fold_bodies(bodies)
     raw = await follow_topic(settings, RAW)
