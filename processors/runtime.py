@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from processors.normalize import canonical
+from wapipe.exit_codes import EXIT_BATCH_FAILED, EXIT_OFFSETS_STUCK
 from wapipe.logs import configure_logging, get_logger
 from wapipe.settings import Settings
 
@@ -35,8 +36,6 @@ _HEARTBEAT_SECONDS = 3.0
 # A batch closes when it is full or this long after its first event.
 _BATCH_WITHIN_SECONDS = 0.05
 _DAY_SECONDS = 86_400
-EXIT_BATCH_FAILED = 70  # EX_SOFTWARE
-EXIT_OFFSETS_STUCK = 75  # EX_TEMPFAIL: a restart heals it
 _LAG_INTERVAL_SECONDS = 10.0
 # How long a gap below a partition's acknowledged events may last before the worker
 # gives up on it (see `_StuckOffsets`); a normal batch closes any gap within a second.

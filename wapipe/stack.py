@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from wapipe.exit_codes import EXIT_OFFSETS_STUCK
 from wapipe.local_kafka import LocalBroker, LocalKafkaError
 from wapipe.settings import Settings
 from wapipe.topics import create_topics
@@ -65,23 +66,31 @@ def _supervise(environment: dict[str, str]) -> int:
         stop_requested = True
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    children = {
-        name: subprocess.Popen(
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        args, overrides = SERVICES[name]
+        return subprocess.Popen(
             [sys.executable, "-m", "wapipe", *args],
             env={**environment, **overrides},
             # Own process group: the terminal's Ctrl-C reaches only us, and we
             # stop the children in order.
             start_new_session=True,
         )
-        for name, (args, overrides) in SERVICES.items()
-    }
+
+    children = {name: start(name) for name in SERVICES}
     print(f"wapipe run: started {', '.join(children)}; Ctrl-C stops everything", file=sys.stderr)
     status = 0
     try:
         while not stop_requested:
             for name, child in children.items():
-                if child.poll() is not None:
-                    print(f"wapipe run: {name} exited with {child.returncode}", file=sys.stderr)
+                if child.poll() is None:
+                    continue
+                print(f"wapipe run: {name} exited with {child.returncode}", file=sys.stderr)
+                if child.returncode == EXIT_OFFSETS_STUCK:
+                    # The worker asks to be restarted: a supervisor's job.
+                    print(f"wapipe run: restarting {name}", file=sys.stderr)
+                    children[name] = start(name)
+                else:
                     status = 1
                     stop_requested = True
             time.sleep(0.2)

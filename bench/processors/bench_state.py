@@ -42,7 +42,7 @@ from bench_processors import counter_value, start_broker, worker_environment  # 
 
 from processors.funnel.state import MessageState, dump_state, merge, observe_receipt  # noqa: E402
 from processors.normalize.records import Receipt, record_value  # noqa: E402
-from processors.runtime import EXIT_OFFSETS_STUCK  # noqa: E402
+from wapipe.exit_codes import EXIT_OFFSETS_STUCK  # noqa: E402
 from wapipe.settings import Settings  # noqa: E402
 from wapipe.topics import MESSAGE_STATE, STATUS, create_topics  # noqa: E402
 

@@ -10,6 +10,7 @@ import pytest
 from faust.types import TP
 
 from processors import runtime
+from wapipe.exit_codes import EXIT_OFFSETS_STUCK
 
 
 @dataclass
@@ -47,7 +48,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Any:
 @pytest.mark.parametrize(
     ("acked", "committed", "exits"),
     [
-        ([28, 29, 30], 15, [runtime.EXIT_OFFSETS_STUCK]),  # events 16-27 never acknowledged
+        ([28, 29, 30], 15, [EXIT_OFFSETS_STUCK]),  # events 16-27 never acknowledged
         ([16, 17, 18], 15, []),  # contiguous: faust commits them
         ([], 15, []),
         ([28, 29], None, []),  # nothing committed yet: no reference
