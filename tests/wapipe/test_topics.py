@@ -8,7 +8,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from wapipe.topics import TOPICS, CleanupPolicy, create_topics
+from wapipe.topics import CHANGELOGS, TOPICS, CleanupPolicy, create_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -52,7 +52,8 @@ async def test_create_is_idempotent_and_applies_each_topics_policy(kafka_bootstr
         if spec.cleanup_policy is CleanupPolicy.DELETE:
             assert int(config["retention.ms"]) == spec.retention_days * 24 * 3600 * 1000
     compacted = {s.suffix for s in TOPICS if s.cleanup_policy is CleanupPolicy.COMPACT}
-    assert compacted == {"message_state", "template_state", "phone_state"}
+    changelogs = {spec.suffix for spec in CHANGELOGS}
+    assert compacted == {"message_state", "template_state", "phone_state"} | changelogs
 
 
 async def test_existing_topic_with_other_partitions_is_reported(kafka_bootstrap, settings_for):
