@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "bench" / "processors")]
 
-from bench_processors import start_broker, worker_environment  # noqa: E402
+from bench_processors import start_broker, worker_environment, write_report  # noqa: E402
 
 from simulator import Plan, SendOptions, Summary, Timeline, event_bytes, simulate  # noqa: E402
 from simulator.stories import TemplateCategory, TemplateQuality, TemplateStatus  # noqa: E402
@@ -89,9 +89,7 @@ def main() -> int:
             broker.down()
     report = _report(arguments, latencies, summary)
     print(report)
-    results = REPO / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"e2e-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report)
+    write_report("e2e", report)
     return 0
 
 
@@ -235,8 +233,9 @@ def _latencies(
         acked = acknowledged_at.get(event.key)
         if acked is None:
             continue
-        if ("raw", event_bytes(timeline, event)) in seen.first:
-            paths["raw"].append(seen.first["raw", event_bytes(timeline, event)][0] - acked)
+        raw = seen.first.get(("raw", event_bytes(timeline, event)))
+        if raw is not None:
+            paths["raw"].append(raw[0] - acked)
         for kind, path in (("status", "status"), ("observation", "observation"),
                            ("state", "message_state")):  # fmt: skip
             if (kind, event.key) in seen.first:

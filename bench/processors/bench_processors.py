@@ -83,10 +83,15 @@ def main() -> int:
             broker.down()
     report = _report(arguments, ceiling, normalize, funnels)
     print(report)
+    write_report("processors", report)
+    return 0
+
+
+def write_report(name: str, report: str) -> None:
+    """Keep `report` as bench/results/<name>-<time>.md (not committed)."""
     results = REPO / "bench" / "results"
     results.mkdir(exist_ok=True)
-    (results / f"processors-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report)
-    return 0
+    (results / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report)
 
 
 def start_broker() -> tuple[LocalBroker | None, str]:

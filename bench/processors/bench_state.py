@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,7 +39,12 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_processors import counter_value, start_broker, worker_environment  # noqa: E402
+from bench_processors import (  # noqa: E402
+    counter_value,
+    start_broker,
+    worker_environment,
+    write_report,
+)
 
 from processors.funnel.state import MessageState, dump_state, merge, observe_receipt  # noqa: E402
 from processors.normalize.records import Receipt, record_value  # noqa: E402
@@ -66,12 +72,12 @@ def main() -> int:
         asyncio.run(create_topics(settings))
         started = time.monotonic()
         feed = _feed_changelog if arguments.restore else _feed
-        fed = asyncio.run(feed(settings, arguments.messages))
+        asyncio.run(feed(settings, arguments.messages))
         print(f"fed {arguments.messages:,} records in {time.monotonic() - started:.0f} s",
               flush=True)  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="wapipe-state-") as home:
             if arguments.restore:
-                figures = _restore_worker(settings, fed, Path(home))
+                figures = _restore_worker(settings, arguments.messages, Path(home))
             else:
                 figures = _run_worker(settings, arguments.messages, Path(home))
             data = broker.directory / "data" if broker is not None else None
@@ -81,9 +87,7 @@ def main() -> int:
             broker.down()
     report = _report(arguments, figures, changelogs)
     print(report)
-    results = REPO / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"state-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report)
+    write_report("state", report)
     return 0
 
 
@@ -92,86 +96,78 @@ def _umid(n: int) -> str:
     return f"{n:08x}-1f2e-4d3c-8b7a-{n * 7919 % 16**12:012x}"
 
 
-async def _feed(settings: Settings, messages: int) -> list[str]:
+async def _produce(settings: Settings, records: Iterable[tuple[str, bytes, bytes, int | None]],
+                   what: str) -> None:  # fmt: skip
+    """Send `records` (topic, key, value, partition or None for the key's), awaiting
+    Kafka's acknowledgements 50,000 at a time; a progress line every million."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
                                 max_batch_size=1 << 20, compression_type="lz4")  # fmt: skip
     await producer.start()
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     try:
         deliveries = []
-        for n in range(messages):
-            umid = _umid(n)  # and every field a receipt carries
-            receipt = {"umid": umid, "subAccountId": f"acme-{n % 7}", "channel": "whatsapp",
-                       "state": "delivered", "detail": "delivered_to_recipient",
-                       "occurredAt": now, "receivedAt": now, "msisdn": f"+62812{n:08d}",
-                       "channelUserId": None, "country": "ID", "errorCode": None,
-                       "errorMessage": None, "providerErrorCode": None,
-                       "pricingCategory": "marketing", "templateName": None,
-                       "templateLanguage": None, "templateCategory": "MARKETING",
-                       "batchId": None, "clientMessageId": None, "version": None}  # fmt: skip
-            deliveries.append(await producer.send(
-                STATUS.name(settings.topic_prefix), orjson.dumps(receipt), key=umid.encode()
-            ))  # fmt: skip
+        for n, (topic, key, value, partition) in enumerate(records, 1):
+            deliveries.append(await producer.send(topic, value, key=key, partition=partition))
             if len(deliveries) >= 50_000:
                 await asyncio.gather(*deliveries)
                 deliveries.clear()
+                if n % 1_000_000 < 50_000:
+                    print(f"  {n:,} {what} written", flush=True)
         await asyncio.gather(*deliveries)
     finally:
         await producer.stop()
-    return []
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+async def _feed(settings: Settings, messages: int) -> None:
+    """One `delivered` receipt, with every field a receipt carries, per message."""
+    topic, now = STATUS.name(settings.topic_prefix), _now()
+
+    def record(n: int) -> tuple[str, bytes, bytes, None]:
+        receipt = _receipt(_umid(n), n, "delivered", now, detail="delivered_to_recipient")
+        return topic, receipt.umid.encode(), orjson.dumps(record_value(receipt)), None
+
+    await _produce(settings, (record(n) for n in range(messages)), "receipts")
 
 
 _RESTORED_AT = "2026-11-01T10:00:00.000Z"  # the restored states' delivery time
 
 
-def _receipt(umid: str, n: int, state: str, at: str) -> Receipt:
+def _receipt(umid: str, n: int, state: str, at: str, detail: str | None = None) -> Receipt:
     return Receipt(umid=umid, sub_account_id=f"acme-{n % 7}", channel="whatsapp", state=state,
-                   detail=None, occurred_at=at, received_at=at, msisdn=f"+62812{n:08d}",
+                   detail=detail, occurred_at=at, received_at=at, msisdn=f"+62812{n:08d}",
                    channel_user_id=None, country="ID", error_code=None, error_message=None,
                    provider_error_code=None, pricing_category="marketing", template_name=None,
                    template_language=None, template_category="MARKETING", batch_id=None,
                    client_message_id=None, version=None)  # fmt: skip
 
 
-async def _feed_changelog(settings: Settings, messages: int) -> list[str]:
+async def _feed_changelog(settings: Settings, messages: int) -> None:
     """Write `messages` delivered states to the funnel's `messages` changelog as the
     worker writes them: key and value JSON strings (faust's json codec over the table's
     str values), each on the partition of its umid in `funnel.observations` (the same
-    murmur2 partitioner). Returns the umids."""
+    murmur2 partitioner)."""
     topic = f"{settings.topic_prefix}.funnel-messages-changelog"
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20,
-                                max_batch_size=1 << 20, compression_type="lz4")  # fmt: skip
-    await producer.start()
-    umids = []
-    try:
-        deliveries = []
-        for n in range(messages):
-            umid = _umid(n)
-            umids.append(umid)
-            delivered = observe_receipt(_receipt(umid, n, "delivered", _RESTORED_AT))
-            state = merge(MessageState(umid=umid), delivered)
-            partition = (murmur2(umid.encode()) & 0x7FFFFFFF) % settings.topic_partitions
-            deliveries.append(await producer.send(
-                topic, orjson.dumps(dump_state(state).decode()), key=orjson.dumps(umid),
-                partition=partition,
-            ))  # fmt: skip
-            if len(deliveries) >= 50_000:
-                await asyncio.gather(*deliveries)
-                deliveries.clear()
-                if n % 1_000_000 < 50_000:
-                    print(f"  {n:,} states written to {topic}", flush=True)
-        await asyncio.gather(*deliveries)
-    finally:
-        await producer.stop()
-    return umids
+
+    def record(n: int) -> tuple[str, bytes, bytes, int]:
+        umid = _umid(n)
+        delivered = observe_receipt(_receipt(umid, n, "delivered", _RESTORED_AT))
+        state = merge(MessageState(umid=umid), delivered)
+        partition = (murmur2(umid.encode()) & 0x7FFFFFFF) % settings.topic_partitions
+        return topic, orjson.dumps(umid), orjson.dumps(dump_state(state).decode()), partition
+
+    await _produce(settings, (record(n) for n in range(messages)), "states")
 
 
-def _restore_worker(settings: Settings, umids: list[str], home: Path) -> dict[str, float]:
+def _restore_worker(settings: Settings, messages: int, home: Path) -> dict[str, float]:
     """Start a funnel worker on the seeded changelog; time its recovery; feed `read`
     receipts for some of the messages; measure; check the restored times came out."""
     environment, port = worker_environment(settings, home)
-    reads = min(200_000, max(1, len(umids) // 10))
-    chosen = [(n * (len(umids) // reads), umids[n * (len(umids) // reads)]) for n in range(reads)]
+    reads = min(200_000, max(1, messages // 10))
+    step = messages // reads
+    chosen = [(n * step, _umid(n * step)) for n in range(reads)]
     worker = subprocess.Popen([sys.executable, "-m", "wapipe", "process", "funnel"],
                               env=environment)  # fmt: skip
     started = time.monotonic()
@@ -198,12 +194,9 @@ def _restore_worker(settings: Settings, umids: list[str], home: Path) -> dict[st
                       flush=True)  # fmt: skip
             time.sleep(1)
         ready = time.monotonic() - started
-        time.sleep(5)
-        figures = {"seconds": ready, "rss_mb": _rss_mb(worker.pid),
-                   "peak_rss_mb": _status_mb(worker.pid, "VmHWM"),
-                   "state_mb": _directory_bytes(home / "state") / 1e6,
-                   "reads": reads, "recovered": recovered or ready,
-                   "restarts": restarts}  # fmt: skip
+        figures = _measure(worker, home, ready) | {
+            "reads": reads, "recovered": recovered or ready, "restarts": restarts,
+        }  # fmt: skip
     finally:
         worker.terminate()
         worker.wait(60)
@@ -215,20 +208,13 @@ def _restore_worker(settings: Settings, umids: list[str], home: Path) -> dict[st
 
 
 async def _feed_reads(settings: Settings, chosen: list[tuple[int, str]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
-                                max_batch_size=1 << 20, compression_type="lz4")  # fmt: skip
-    await producer.start()
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    try:
-        deliveries = [
-            await producer.send(STATUS.name(settings.topic_prefix),
-                                orjson.dumps(record_value(_receipt(umid, n, "read", now))),
-                                key=umid.encode())
-            for n, umid in chosen
-        ]  # fmt: skip
-        await asyncio.gather(*deliveries)
-    finally:
-        await producer.stop()
+    topic, now = STATUS.name(settings.topic_prefix), _now()
+
+    def record(n: int, umid: str) -> tuple[str, bytes, bytes, None]:
+        receipt = _receipt(umid, n, "read", now)
+        return topic, umid.encode(), orjson.dumps(record_value(receipt)), None
+
+    await _produce(settings, (record(n, umid) for n, umid in chosen), "reads")
 
 
 async def _restored_share(settings: Settings, sample: set[str]) -> float:
@@ -274,25 +260,26 @@ def _run_worker(settings: Settings, messages: int, home: Path) -> dict[str, floa
     started, last_report = time.monotonic(), 0.0
     try:
         while (done := counter_value(port, "wapipe_funnel_state_changes_total")) < messages:
-            if worker.poll() is not None:
-                sys.exit(f"the funnel worker exited with {worker.returncode}")
-            if time.monotonic() - started > _TIMEOUT_SECONDS:
-                sys.exit(f"the funnel worker did not track {messages:,} messages in time")
+            _alive(worker, started)
             if time.monotonic() - last_report > 30:
                 last_report = time.monotonic()
                 print(f"  {done:,.0f} messages tracked, {_rss_mb(worker.pid):,.0f} MB RSS",
                       flush=True)  # fmt: skip
             time.sleep(1)
-        elapsed = time.monotonic() - started
-        time.sleep(5)  # let RocksDB settle its memtables before measuring
-        figures = {"seconds": elapsed, "rss_mb": _rss_mb(worker.pid),
-                   "peak_rss_mb": _status_mb(worker.pid, "VmHWM"),
-                   "state_mb": _directory_bytes(home / "state") / 1e6}  # fmt: skip
+        figures = _measure(worker, home, time.monotonic() - started)
     finally:
         worker.terminate()
         worker.wait(60)
     figures["state_after_stop_mb"] = _directory_bytes(home / "state") / 1e6
     return figures
+
+
+def _measure(worker: subprocess.Popen[bytes], home: Path, seconds: float) -> dict[str, float]:
+    """The running worker's memory and its state directory's size."""
+    time.sleep(5)  # let RocksDB settle its memtables before measuring
+    return {"seconds": seconds, "rss_mb": _rss_mb(worker.pid),
+            "peak_rss_mb": _status_mb(worker.pid, "VmHWM"),
+            "state_mb": _directory_bytes(home / "state") / 1e6}  # fmt: skip
 
 
 def _rss_mb(pid: int) -> float:
