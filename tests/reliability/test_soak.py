@@ -21,13 +21,13 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from statistics import mean
 from typing import Any
 
 import aiohttp
 import pytest
 from exactness import assert_exact
+from ingester_process import rss_kib
 from prometheus_client.parser import text_string_to_metric_families
 
 from simulator import Plan, SendOptions, simulate
@@ -83,7 +83,7 @@ async def test_a_long_steady_run_keeps_memory_and_lag_flat_and_the_results_exact
             lags = {job: await _lag(session, pipeline.ports[job]) for job in JOBS}
             samples.append(Sample(
                 at=time.monotonic() - started,
-                rss_kib={name: _rss_kib(pid) for name, pid in processes.items()},
+                rss_kib={name: rss_kib(pid) for name, pid in processes.items()},
                 lag=lags,
                 ingest_p99_ms=buckets.p99_ms(await ingester.metrics()),
             ))  # fmt: skip
@@ -141,13 +141,6 @@ async def _lag(session: aiohttp.ClientSession, port: int) -> float:
         for sample in family.samples
         if sample.name == "wapipe_processor_consumer_lag_records"
     )
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def _row(sample: Sample) -> str:

@@ -29,11 +29,8 @@ class IngesterProcess:
         return f"http://{self.host}:{self.port}"
 
     def rss_kib(self) -> int:
-        """Resident memory now (VmRSS of /proc/<pid>/status), in KiB."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError(f"no VmRSS for pid {self.process.pid}")
+        """Resident memory now, in KiB."""
+        return rss_kib(self.process.pid)
 
     def request(
         self, method: str, path: str, body: bytes | None = None,
@@ -107,3 +104,11 @@ def _wait_until_ready(ingester: IngesterProcess, timeout: float) -> None:
         f"the ingester was not ready within {timeout:.0f} s (last: {status}):\n"
         f"{ingester.log_tail()}"
     )
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident memory now (VmRSS of /proc/<pid>/status), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
