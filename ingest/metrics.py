@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 # Latency buckets from 0.5 ms to the sender's 5 s timeout.
 _LATENCY_BUCKETS = (
@@ -17,6 +17,7 @@ class IngestMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        ProcessCollector(registry=registry)  # process_resident_memory_bytes, CPU, open files
         self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.requests = Counter(
             "wapipe_ingest_requests",

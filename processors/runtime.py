@@ -20,7 +20,7 @@ from typing import Any
 
 import faust
 import faust.streams as faust_streams
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from processors.normalize import canonical
@@ -75,6 +75,16 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
         registry=registry,
     )
 
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, CPU, open files
+    rocksdb_memory = Gauge(
+        "wapipe_processor_rocksdb_memory_bytes",
+        "Memory RocksDB reports for this worker's tables, over their open partitions: "
+        "`memtables` (write buffers, at most 2 x WAPIPE_ROCKSDB_WRITE_BUFFER_MB each), "
+        "`block_cache` (at most WAPIPE_ROCKSDB_BLOCK_CACHE_MB each), `table_readers` "
+        "(index and filter blocks, growing with the data on disk).",
+        ["processor", "table", "kind"],
+        registry=registry,
+    )
     stuck = _StuckOffsets(job)
 
     @app.timer(_LAG_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
@@ -87,6 +97,8 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
             committed = monitor.tp_committed_offsets.get(tp) or 0
             consumer_lag.labels(job, tp.topic, str(tp.partition)).set(max(0, end - committed))
         stuck.check(app.consumer)
+        for table, kind, value in rocksdb_memory_bytes(app):
+            rocksdb_memory.labels(job, table, kind).set(value)
 
     @app.page("/metrics")
     async def metrics(web: Any, _request: Any) -> Any:
@@ -144,6 +156,25 @@ class _StuckOffsets:
                              first_acknowledged=min(acked))  # fmt: skip
                 logging.shutdown()
                 os._exit(EXIT_OFFSETS_STUCK)
+
+
+_ROCKSDB_MEMORY = {
+    "memtables": "rocksdb.size-all-mem-tables",
+    "block_cache": "rocksdb.block-cache-usage",
+    "table_readers": "rocksdb.estimate-table-readers-mem",
+}
+
+
+def rocksdb_memory_bytes(app: faust.App) -> Iterator[tuple[str, str, int]]:
+    """(table, kind, bytes) of every table of `app`, summed over its open partitions.
+
+    Reads faust's open RocksDB handles (`Store._dbs`: faust-streaming is pinned
+    exactly); each partition has its own write buffers and block cache.
+    """
+    for name, table in app.tables.items():
+        dbs = list(getattr(table.data, "_dbs", {}).values())
+        for kind, prop in _ROCKSDB_MEMORY.items():
+            yield name, kind, sum(db.property_int_value(prop) or 0 for db in dbs)
 
 
 def raw_topic(app: faust.App, *names: str) -> Any:

@@ -159,6 +159,13 @@ def pipeline() -> dict[str, Any]:
         panel("Consumer lag per processor", "timeseries",
               [("sum by (processor) (wapipe_processor_consumer_lag_records)", "{{processor}}")],
               width=16),
+        panel("Resident memory per process", "timeseries",
+              [("sum by (job) (process_resident_memory_bytes{job=~\"wapipe.*\"})", "{{job}}")],
+              unit="bytes", width=12),
+        panel("RocksDB memory per processor and kind", "timeseries",
+              [("sum by (processor, kind) (wapipe_processor_rocksdb_memory_bytes)",
+                "{{processor}} {{kind}}")],
+              unit="bytes", width=12),
         panel("Events processed per second", "timeseries", [
             ("sum(rate(wapipe_normalize_events_total[5m]))", "normalize"),
             ("sum(rate(wapipe_funnel_merged_observations_total[5m]))", "funnel"),

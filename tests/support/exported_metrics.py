@@ -30,9 +30,10 @@ def exported_metric_names() -> set[str]:
 
 
 def metric_names_in(expression: str) -> set[str]:
-    """The wapipe metrics an expression names, without the exposition suffixes."""
+    """The metrics of ours (wapipe's and the standard process_ ones) an expression names,
+    without the exposition suffixes."""
     names = set()
-    for name in re.findall(r"\bwapipe_[a-z0-9_]+", expression):
+    for name in re.findall(r"\b(?:wapipe|process)_[a-z0-9_]+", expression):
         for suffix in _SUFFIXES:
             if name.endswith(suffix):
                 name = name[: -len(suffix)]
