@@ -1,6 +1,6 @@
-"""Processor benchmark: events/s of one normalize and one funnel worker, against a bare
-aiokafka consume-and-parse loop and against the funnel job written with Quix Streams,
-over the same input, in the same run.
+"""Processor benchmark: events/s of one worker of each job, against a bare aiokafka
+consume-and-parse loop and against the funnel job written with Quix Streams, over
+the same input, in the same run.
 
 Feeds N webhook receipts (event times near now) into the raw topic of a fresh
 prefix, then measures, one after the other:
@@ -9,7 +9,10 @@ prefix, then measures, one after the other:
    worker's /metrics counter of events;
 3. funnel: `wapipe process funnel`, the receipts normalize wrote -> message states;
 4. the peer: bench/processors/quix_funnel.py (the same rules with Quix Streams, in
-   the virtualenv given by --quix-python), at-least-once and exactly-once.
+   the virtualenv given by --quix-python), at-least-once and exactly-once;
+5. templates and phones: N/2 template quality and N/2 phone quality events (200
+   templates, 100 numbers) fed after the receipts, normalized by a second
+   normalize worker, then each job's worker, read from its /metrics counter.
 Every funnel variant is measured the same way: the messages it has written in
 state `read` to its message-state topic, three receipts each. A rate is the events
 between the first and the last sample over the time between them (start-up and
@@ -68,6 +71,7 @@ def main() -> int:
         asyncio.run(_feed(settings, arguments.events))
         ceiling = asyncio.run(_bare_loop(settings, arguments.events))
         print(f"bare aiokafka consume+parse: {ceiling:,.0f} events/s", flush=True)
+        keyed: dict[str, float] = {}
         with tempfile.TemporaryDirectory(prefix="wapipe-bench-") as home:
             normalize = _worker_rate(settings, "normalize", "wapipe_normalize_events_total",
                                      arguments.events, Path(home))  # fmt: skip
@@ -78,10 +82,18 @@ def main() -> int:
                 funnels[name] = asyncio.run(_output_rate(settings, command, environment, topic,
                                                          arguments.events))  # fmt: skip
                 print(f"{name}: {_rates(*funnels[name])}", flush=True)
+            quality = arguments.events // 2
+            asyncio.run(_feed_quality(settings, quality))
+            _worker_rate(settings, "normalize", "wapipe_normalize_events_total", 2 * quality,
+                         Path(home))  # fmt: skip
+            for job in ("templates", "phones"):
+                keyed[job] = _worker_rate(settings, job, f"wapipe_{job}_events_total", quality,
+                                          Path(home))  # fmt: skip
+                print(f"{job}: {keyed[job]:,.0f} events/s", flush=True)
     finally:
         if broker is not None:
             broker.down()
-    report = _report(arguments, ceiling, normalize, funnels)
+    report = _report(arguments, ceiling, normalize, funnels, keyed)
     print(report)
     write_report("processors", report)
     return 0
@@ -145,6 +157,41 @@ async def _feed(settings: Settings, events: int) -> None:
         await producer.stop()
 
 
+async def _feed_quality(settings: Settings, events: int) -> None:
+    """`events` template quality and `events` phone quality updates, interleaved, one
+    second apart per template or number (ending now), each with its own eventId."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
+                                max_batch_size=1 << 20, compression_type="lz4")  # fmt: skip
+    await producer.start()
+    scores, limits = ("GREEN", "YELLOW", "RED"), ("TIER_1K", "TIER_10K", "TIER_100K")
+    start = datetime.now(UTC).timestamp() - events
+    try:
+        deliveries = []
+        for n in range(2 * events):
+            at = datetime.fromtimestamp(start + n // 2, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+            head = {"eventId": f"bench-{n}", "timestamp": at[:-3] + "Z", "provider": "WhatsApp",
+                    "businessAccountId": "104233889912345", "accountId": "acme"}  # fmt: skip
+            if n % 2 == 0:
+                body = {**head, "eventType": "template_quality_update", "eventDetails": {
+                    "templateId": str(900_000 + n // 2 % 200), "templateName": "bench",
+                    "templateLanguage": "en_US",
+                    "meta": {"previousQualityScore": scores[n // 400 % 3],
+                             "newQualityScore": scores[(n // 400 + 1) % 3]}}}  # fmt: skip
+            else:
+                body = {**head, "eventType": "phone_number_quality_update", "eventDetails": {
+                    "displayPhoneNumber": str(4930901800 + n // 2 % 100),
+                    "meta": {"event": "UPGRADE" if n // 200 % 2 else "DOWNGRADE",
+                             "currentLimit": limits[n // 200 % 3],
+                             "oldLimit": limits[(n // 200 + 1) % 3]}}}  # fmt: skip
+            deliveries.append(await producer.send(
+                RAW.name(settings.topic_prefix), orjson.dumps(body), key=head["eventId"].encode(),
+                headers=[("wapipe-received-at", head["timestamp"].encode())],
+            ))  # fmt: skip
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
+
+
 def _funnel_variants(
     settings: Settings, arguments: argparse.Namespace, home: Path
 ) -> list[tuple[str, list[str], str]]:
@@ -157,7 +204,7 @@ def _funnel_variants(
          [str(arguments.quix_python), str(REPO / "bench/processors/quix_funnel.py"),
           "--bootstrap", settings.kafka_bootstrap, "--prefix", prefix,
           "--state-dir", str(home / f"quix-{guarantee}"), "--guarantee", guarantee],
-         f"{prefix}.quix.message_state")
+         f"{prefix}.quix-{guarantee}.message_state")
         for guarantee in ("at-least-once", "exactly-once")
     ]  # fmt: skip
     return [ours, *peers]
@@ -180,8 +227,11 @@ async def _output_rate(
             await admin.create_topics([NewTopic(topic, settings.topic_partitions, 1)])
     finally:
         await admin.close()
+    # read_committed: a transactional job's output counts when its transaction commits,
+    # as its consumers would see it.
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                isolation_level="read_committed")  # fmt: skip
     await consumer.start()
     consumer.assign([TopicPartition(topic, p) for p in range(settings.topic_partitions)])
     process = await asyncio.create_subprocess_exec(*command, env=environment)
@@ -270,7 +320,7 @@ def _rates(steady: float | None, whole: float) -> str:
 
 def _report(
     arguments: argparse.Namespace, ceiling: float, normalize: float,
-    funnels: dict[str, tuple[float | None, float]],
+    funnels: dict[str, tuple[float | None, float]], keyed: dict[str, float],
 ) -> str:  # fmt: skip
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
                 .splitlines() if line.startswith("model name")), platform.processor())  # fmt: skip
@@ -287,6 +337,8 @@ def _report(
         *(f"| {name} | {'one burst' if steady is None else f'{steady:,.0f}'} | "
           f"{'-' if steady is None else f'{steady / ceiling:.3f}'} | {whole:,.0f} |"
           for name, (steady, whole) in funnels.items()),
+        *(f"| {job} worker | {rate:,.0f} | {rate / ceiling:.3f} | |"
+          for job, rate in keyed.items()),
     ]) + "\n"  # fmt: skip
 
 

@@ -4,9 +4,10 @@ processor benchmark. Runs in its own virtualenv (bench/processors/quix-requireme
 The same rules (processors/funnel/state.py and windows.py, imported from this
 repository) in Quix's idiom:
 - status receipts keyed by umid -> a stateful merge into the message's state
-  (Quix's RocksDB store and changelog) -> `<prefix>.quix.message_state` on change;
+  (Quix's RocksDB store and changelog) -> `<prefix>.quix-<guarantee>.message_state`
+  on change;
 - each change's window contributions, re-keyed by window (`group_by`, Quix's
-  repartition topic) -> a stateful sum per window -> `<prefix>.quix.funnel`.
+  repartition topic) -> a stateful sum per window -> `<prefix>.quix-<guarantee>.funnel`.
 What it leaves out, and our job does not: replies from `whatsapp.inbound` (the
 benchmark feeds receipts only) and the per-partition partials that keep our window
 totals exact after a crash (Quix's at-least-once recounts a replayed change;
@@ -82,8 +83,10 @@ def main() -> None:
         loglevel="WARNING",
     )
     receipts = app.topic(f"{arguments.prefix}.status", value_deserializer="json")
-    states = app.topic(f"{arguments.prefix}.quix.message_state", value_serializer="json")
-    windows = app.topic(f"{arguments.prefix}.quix.funnel", value_serializer="json")
+    # Each guarantee writes topics of its own: the benchmark reads each run's output alone.
+    outputs = f"{arguments.prefix}.quix-{arguments.guarantee}"
+    states = app.topic(f"{outputs}.message_state", value_serializer="json")
+    windows = app.topic(f"{outputs}.funnel", value_serializer="json")
 
     merged = app.dataframe(receipts).apply(merge_receipt, stateful=True)
     merged.filter(lambda v: v["state"] is not None).apply(lambda v: v["state"]).to_topic(states)
