@@ -5,6 +5,9 @@ the same input, in the same run.
 Feeds N webhook receipts (event times near now) into the raw topic of a fresh
 prefix, then measures, one after the other:
 1. the ceiling: aiokafka consuming the raw topic and parsing each body (orjson);
+   then faust's floor (bench/processors/faust_floor.py): the same parse in a faust
+   agent reading batches as our workers do, without and with one record sent per
+   event, i.e. what faust's stream machinery costs before any work of ours;
 2. normalize: `wapipe process normalize`, raw -> typed topics, read from the
    worker's /metrics counter of events;
 3. funnel: `wapipe process funnel`, the receipts normalize wrote -> message states;
@@ -29,6 +32,7 @@ import argparse
 import asyncio
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -51,6 +55,8 @@ from wapipe.settings import Settings  # noqa: E402
 from wapipe.topics import RAW, create_topics  # noqa: E402
 
 STATES = ("sent", "delivered", "read")
+FLOORS = {"faust floor: take_events + parse": False,
+          "faust floor: take_events + parse + one send per event": True}  # fmt: skip
 _STEADY_SPAN_SECONDS = 3.0
 
 
@@ -71,6 +77,10 @@ def main() -> int:
         asyncio.run(_feed(settings, arguments.events))
         ceiling = asyncio.run(_bare_loop(settings, arguments.events))
         print(f"bare aiokafka consume+parse: {ceiling:,.0f} events/s", flush=True)
+        floors = {}
+        for name, send in FLOORS.items():
+            floors[name] = asyncio.run(_floor_rate(settings, arguments.events, send))
+            print(f"{name}: {floors[name]:,.0f} events/s", flush=True)
         keyed: dict[str, float] = {}
         with tempfile.TemporaryDirectory(prefix="wapipe-bench-") as home:
             normalize = _worker_rate(settings, "normalize", "wapipe_normalize_events_total",
@@ -93,7 +103,7 @@ def main() -> int:
     finally:
         if broker is not None:
             broker.down()
-    report = _report(arguments, ceiling, normalize, funnels, keyed)
+    report = _report(arguments, ceiling, floors, normalize, funnels, keyed)
     print(report)
     write_report("processors", report)
     return 0
@@ -119,11 +129,16 @@ def start_broker() -> tuple[LocalBroker | None, str]:
     return broker, broker.bootstrap
 
 
-def worker_environment(settings: Settings, home: Path) -> tuple[dict[str, str], int]:
-    """The environment of a `wapipe process` worker for `settings`, and its web port."""
+def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def worker_environment(settings: Settings, home: Path) -> tuple[dict[str, str], int]:
+    """The environment of a `wapipe process` worker for `settings`, and its web port."""
+    port = unused_port()
     environment = {**os.environ, "WAPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
                    "WAPIPE_TOPIC_PREFIX": settings.topic_prefix,
                    "WAPIPE_TOPIC_PARTITIONS": str(settings.topic_partitions),
@@ -190,6 +205,37 @@ async def _feed_quality(settings: Settings, events: int) -> None:
         await asyncio.gather(*deliveries)
     finally:
         await producer.stop()
+
+
+async def _floor_rate(settings: Settings, events: int, send: bool) -> float:
+    """Events/s of bench/processors/faust_floor.py over the raw topic."""
+    out = f"{settings.topic_prefix}.floor.out"
+    if send:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            if out not in await admin.list_topics():
+                await admin.create_topics([NewTopic(out, settings.topic_partitions, 1)])
+        finally:
+            await admin.close()
+    port = unused_port()
+    with tempfile.TemporaryDirectory(prefix="wapipe-floor-") as state:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(REPO / "bench/processors/faust_floor.py"),
+            "--bootstrap", settings.kafka_bootstrap, "--topic", RAW.name(settings.topic_prefix),
+            "--events", str(events), "--state-dir", state, "--web-port", str(port),
+            *(["--send", out] if send else []), stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(), 600)
+        except TimeoutError:
+            process.kill()
+            sys.exit(f"faust_floor.py did not read {events} events in 600 s")
+    # faust's spinner writes terminal codes to stdout too, even before the figure.
+    figure = re.search(rb"FLOOR (\d+)", output)
+    if figure is None:
+        sys.exit(f"faust_floor.py exited with status {process.returncode} and no figure")
+    return float(figure[1])
 
 
 def _funnel_variants(
@@ -319,7 +365,7 @@ def _rates(steady: float | None, whole: float) -> str:
 
 
 def _report(
-    arguments: argparse.Namespace, ceiling: float, normalize: float,
+    arguments: argparse.Namespace, ceiling: float, floors: dict[str, float], normalize: float,
     funnels: dict[str, tuple[float | None, float]], keyed: dict[str, float],
 ) -> str:  # fmt: skip
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
@@ -333,6 +379,7 @@ def _report(
         "run, start-up included |",
         "|---|---:|---:|---:|",
         f"| bare aiokafka consume + orjson parse | {ceiling:,.0f} | 1.00 | |",
+        *(f"| {name} | {rate:,.0f} | {rate / ceiling:.3f} | |" for name, rate in floors.items()),
         f"| normalize worker | {normalize:,.0f} | {normalize / ceiling:.3f} | |",
         *(f"| {name} | {'one burst' if steady is None else f'{steady:,.0f}'} | "
           f"{'-' if steady is None else f'{steady / ceiling:.3f}'} | {whole:,.0f} |"
