@@ -60,7 +60,7 @@ bench-ingest: install  ## ingester vs bare aiohttp under wrk (installs wrk with 
 bench-e2e: install  ## p50/p99 from the ingester's 200 to message_state and alerts, the simulator at a fixed rate
 	$(BIN)/python bench/e2e/bench_e2e.py
 
-bench-processors: install $(QUIX_STAMP)  ## normalize and funnel events/s vs a bare aiokafka loop and Quix Streams
+bench-processors: install $(QUIX_STAMP)  ## every worker's events/s vs a bare aiokafka loop, faust's floor and Quix Streams
 	$(BIN)/python bench/processors/bench_processors.py
 
 # The Quix Streams peer runs in a virtualenv of its own: its pins conflict with ours.
