@@ -207,17 +207,21 @@ async def _feed_quality(settings: Settings, events: int) -> None:
         await producer.stop()
 
 
+async def _ensure_topic(settings: Settings, name: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        if name not in await admin.list_topics():
+            await admin.create_topics([NewTopic(name, settings.topic_partitions, 1)])
+    finally:
+        await admin.close()
+
+
 async def _floor_rate(settings: Settings, events: int, send: bool) -> float:
     """Events/s of bench/processors/faust_floor.py over the raw topic."""
     out = f"{settings.topic_prefix}.floor.out"
     if send:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            if out not in await admin.list_topics():
-                await admin.create_topics([NewTopic(out, settings.topic_partitions, 1)])
-        finally:
-            await admin.close()
+        await _ensure_topic(settings, out)
     port = unused_port()
     with tempfile.TemporaryDirectory(prefix="wapipe-floor-") as state:
         process = await asyncio.create_subprocess_exec(
@@ -266,13 +270,7 @@ async def _output_rate(
     coalesced within a batch, as ours does): so the rate is three events per
     message read, counted on `topic` (fresh, so it holds only this job's output).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:  # the output exists before the job starts, so we can follow it from offset 0
-        if topic not in await admin.list_topics():
-            await admin.create_topics([NewTopic(topic, settings.topic_partitions, 1)])
-    finally:
-        await admin.close()
+    await _ensure_topic(settings, topic)  # exists before the job starts: followed from offset 0
     # read_committed: a transactional job's output counts when its transaction commits,
     # as its consumers would see it.
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
