@@ -24,7 +24,8 @@ from prometheus_client import CollectorRegistry, Gauge, ProcessCollector, genera
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from processors.normalize import canonical
-from wapipe.exit_codes import EXIT_BATCH_FAILED, EXIT_OFFSETS_STUCK
+from processors.progress import Progress, StallWatchdog, has_records, source_progress
+from wapipe.exit_codes import EXIT_BATCH_FAILED, EXIT_PARTITION_STALLED
 from wapipe.logs import configure_logging, get_logger
 from wapipe.settings import Settings
 
@@ -36,10 +37,7 @@ _HEARTBEAT_SECONDS = 3.0
 # A batch closes when it is full or this long after its first event.
 _BATCH_WITHIN_SECONDS = 0.05
 _DAY_SECONDS = 86_400
-_LAG_INTERVAL_SECONDS = 10.0
-# How long a gap below a partition's acknowledged events may last before the worker
-# gives up on it (see `_StuckOffsets`); a normal batch closes any gap within a second.
-_STUCK_SECONDS = 30.0
+_PROGRESS_INTERVAL_SECONDS = 10.0
 
 log = get_logger(__name__)
 
@@ -85,20 +83,35 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
         ["processor", "table", "kind"],
         registry=registry,
     )
-    stuck = _StuckOffsets(job)
+    watchdog = StallWatchdog(settings.processor_stall_seconds)
 
-    @app.timer(_LAG_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
-    async def measure_consumer_lag() -> None:
-        consumer_lag.clear()  # revoked partitions drop out
-        monitor = app.monitor
-        for tp, end in list(monitor.tp_end_offsets.items()):
-            if tp not in app.consumer.assignment():
-                continue
-            committed = monitor.tp_committed_offsets.get(tp) or 0
-            consumer_lag.labels(job, tp.topic, str(tp.partition)).set(max(0, end - committed))
-        stuck.check(app.consumer)
+    @app.timer(_PROGRESS_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
+    async def measure_progress() -> None:
         for table, kind, value in rocksdb_memory_bytes(app):
             rocksdb_memory.labels(job, table, kind).set(value)
+        try:
+            progress = await source_progress(app)
+        except Exception as exc:  # the broker did not answer: nothing to judge by
+            log.warning("could not read the partitions' end offsets", job=job, error=repr(exc))
+            watchdog.reset()
+            return
+        consumer_lag.clear()  # revoked partitions drop out
+        for tp, partition in progress.items():
+            consumer_lag.labels(job, tp.topic, str(tp.partition)).set(partition.lag)
+        if app.rebalancing:  # until its tables are restored: no commits expected
+            watchdog.reset()
+            return
+        stalled = {}
+        for tp in watchdog.stalled(progress, time.monotonic()):
+            if await has_records(settings.kafka_bootstrap, tp, progress[tp]):
+                stalled[tp] = progress[tp]
+            else:
+                log.info("partition behind its end by markers only: not stalled", job=job,
+                         topic=tp.topic, partition=tp.partition,
+                         committed=progress[tp].committed, end=progress[tp].end)  # fmt: skip
+                watchdog.excuse(tp, progress[tp])
+        if stalled:
+            _exit_stalled(app.consumer, job, stalled)
 
     @app.page("/metrics")
     async def metrics(web: Any, _request: Any) -> Any:
@@ -122,40 +135,18 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
     return app
 
 
-class _StuckOffsets:
-    """Ends the worker when a partition's commits are stuck behind events it never got.
-
-    faust can lose events from its stream buffers in a rebalance while its fetcher
-    goes on past them (seen here when a worker rebuilding a large table from its
-    changelog got events meanwhile: the first few of each partition never reached
-    the agent; the same race as faust's issue #216). Every later event is processed
-    and acknowledged, but faust commits only up to the first event it never
-    acknowledged, so the commits stop while the output goes on, with holes, and only
-    a restart, which replays from the committed offset, brings the missing events.
-    The outputs are idempotent (README, "Exact under crashes"), so exiting is the
-    cure: the supervisor restarts the worker, as after a crash. Reads faust's own
-    bookkeeping (`_acked`, `_committed_offset`: faust-streaming is pinned exactly)
-    with faust's own test for a gap.
-    """
-
-    def __init__(self, job: str) -> None:
-        self.job = job
-        self.since: dict[Any, float] = {}  # partition -> when its gap was first seen
-
-    def check(self, consumer: Any) -> None:
-        now = time.monotonic()
-        for tp in list(consumer.assignment()):
-            acked, committed = consumer._acked.get(tp), consumer._committed_offset.get(tp)
-            if not (acked and committed and min(acked) - committed > 1):
-                self.since.pop(tp, None)
-                continue
-            if now - self.since.setdefault(tp, now) >= _STUCK_SECONDS:
-                log.critical("events skipped by the stream: exiting so that the restart "
-                             "replays them", job=self.job, topic=tp.topic,
-                             partition=tp.partition, committed=committed,
-                             first_acknowledged=min(acked))  # fmt: skip
-                logging.shutdown()
-                os._exit(EXIT_OFFSETS_STUCK)
+def _exit_stalled(consumer: Any, job: str, stalled: dict[Any, Progress]) -> None:
+    """End the worker so that its restart replays the stalled partitions' events; the
+    log holds what faust knew of each (its private bookkeeping: pinned exactly)."""
+    for tp, partition in stalled.items():
+        acked = consumer._acked.get(tp) or []
+        log.critical("partition stalled: records behind its end and no commit; exiting so "
+                     "that the restart replays them", job=job, topic=tp.topic,
+                     partition=tp.partition, committed=partition.committed, end=partition.end,
+                     acknowledged=len(acked), first_acknowledged=min(acked, default=None),
+                     read_offset=consumer._read_offset.get(tp))  # fmt: skip
+    logging.shutdown()
+    os._exit(EXIT_PARTITION_STALLED)
 
 
 _ROCKSDB_MEMORY = {

@@ -5,4 +5,5 @@ replays from the last committed offset (README, "Exact under crashes").
 """
 
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch failed (a bug or an outage): read the log
-EXIT_OFFSETS_STUCK = 75  # EX_TEMPFAIL: faust skipped events (processors/runtime.py): restart
+# EX_TEMPFAIL: a partition stopped moving (processors/progress.py): restart to replay it
+EXIT_PARTITION_STALLED = 75

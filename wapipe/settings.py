@@ -176,6 +176,13 @@ class Settings(BaseSettings):
     processor_batch_size: int = Field(
         500, ge=1, le=100_000, description="Events a processor handles per batch at most."
     )
+    processor_stall_seconds: float = Field(
+        60.0,
+        ge=10,
+        le=3600,
+        description="A worker exits (status 75, for its supervisor to restart it) when one of "
+        "its partitions has had records behind its end and no commit for this long.",
+    )
     rocksdb_write_buffer_mb: int = Field(
         8,
         ge=1,

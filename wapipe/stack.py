@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from wapipe.exit_codes import EXIT_OFFSETS_STUCK
+from wapipe.exit_codes import EXIT_PARTITION_STALLED
 from wapipe.local_kafka import LocalBroker, LocalKafkaError
 from wapipe.settings import Settings
 from wapipe.topics import create_topics
@@ -86,7 +86,7 @@ def _supervise(environment: dict[str, str]) -> int:
                 if child.poll() is None:
                     continue
                 print(f"wapipe run: {name} exited with {child.returncode}", file=sys.stderr)
-                if child.returncode == EXIT_OFFSETS_STUCK:
+                if child.returncode == EXIT_PARTITION_STALLED:
                     # The worker asks to be restarted: a supervisor's job.
                     print(f"wapipe run: restarting {name}", file=sys.stderr)
                     children[name] = start(name)

@@ -48,7 +48,7 @@ from bench_processors import (  # noqa: E402
 
 from processors.funnel.state import MessageState, dump_state, merge, observe_receipt  # noqa: E402
 from processors.normalize.records import Receipt, record_value  # noqa: E402
-from wapipe.exit_codes import EXIT_OFFSETS_STUCK  # noqa: E402
+from wapipe.exit_codes import EXIT_PARTITION_STALLED  # noqa: E402
 from wapipe.settings import Settings  # noqa: E402
 from wapipe.topics import MESSAGE_STATE, STATUS, create_topics  # noqa: E402
 
@@ -178,9 +178,9 @@ def _restore_worker(settings: Settings, messages: int, home: Path) -> dict[str, 
         asyncio.run(_feed_reads(settings, chosen))
         recovered, last_report, restarts, before, done = None, time.monotonic(), 0, 0.0, 0.0
         while done < reads:
-            if worker.poll() == EXIT_OFFSETS_STUCK:  # restarted, as a supervisor would
+            if worker.poll() == EXIT_PARTITION_STALLED:  # restarted, as a supervisor would
                 restarts, before = restarts + 1, done
-                print(f"  the worker exited {EXIT_OFFSETS_STUCK} (events skipped in a "
+                print(f"  the worker exited {EXIT_PARTITION_STALLED} (events skipped in a "
                       "rebalance): restarting it", flush=True)  # fmt: skip
                 worker = subprocess.Popen([sys.executable, "-m", "wapipe", "process", "funnel"],
                                           env=environment)  # fmt: skip
@@ -315,7 +315,7 @@ def _report(
     how = (f"restored from its changelog, then {figures['reads']:,.0f} `read` receipts "
            f"processed; first state change {figures['recovered']:.0f} s after start (the "
            f"recovery), the last {figures['seconds']:.0f} s after; "
-           f"{figures['restarts']:.0f} restarts on exit {EXIT_OFFSETS_STUCK}"
+           f"{figures['restarts']:.0f} restarts on exit {EXIT_PARTITION_STALLED}"
            if arguments.restore else
            f"one `delivered` receipt each, all tracked in {figures['seconds']:.0f} s")  # fmt: skip
     lines = [

@@ -1,0 +1,117 @@
+"""How far each source partition of a worker has got: its consumer lag, and the watchdog
+that ends a worker whose partition stopped moving.
+
+Both read the broker's end offset of every assigned partition (faust learns an end
+offset only from records it fetched, so a partition whose records never reached the
+stream would show no lag at all) and faust's committed offset (the broker's log
+start when nothing was committed yet: then every record of the partition is behind).
+
+Offsets alone cannot tell a lost record from an offset that holds none: a
+transactional producer's commit marker takes an offset that no consumer ever
+receives, so a partition ending in one stays "behind" by one forever. Before the
+watchdog's verdict counts, `has_records` reads the partition from its committed
+offset to see whether anything is really there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One source partition: the next offset to commit, and the partition's end."""
+
+    committed: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        """Records not yet processed and committed."""
+        return max(0, self.end - self.committed)
+
+
+async def source_progress(app: Any) -> dict[Any, Progress]:
+    """The progress of every assigned partition the worker acknowledges and commits
+    (not the tables' changelogs). Asks the broker; raises if it does not answer."""
+    consumer = app.consumer
+    partitions = [tp for tp in consumer.assignment() if app.topics.acks_enabled_for(tp.topic)]
+    if not partitions:
+        return {}
+    ends = await consumer.highwaters(*partitions)
+    # faust's own bookkeeping (faust-streaming is pinned exactly): updated on every
+    # commit, and by the seek to the committed offsets after each rebalance.
+    committed = {tp: consumer._committed_offset.get(tp) for tp in partitions}
+    unknown = [tp for tp, offset in committed.items() if offset is None]
+    starts = await consumer.earliest_offsets(*unknown) if unknown else {}
+    return {
+        tp: Progress(committed=committed[tp] or starts.get(tp) or 0, end=ends.get(tp) or 0)
+        for tp in partitions
+    }
+
+
+class StallWatchdog:
+    """Finds partitions that have had records to process, and no commit, for too long.
+
+    A healthy worker commits each partition it is behind on within seconds (every
+    batch is acknowledged as a whole, faust commits every few seconds). A partition
+    that stays behind with its committed offset frozen has lost events between
+    faust's fetcher and our agent: faust's stream dropped them (seen after a long
+    table recovery and after restarts: the race of faust's issue #216), so they
+    are never acknowledged and faust either stops committing that partition or
+    never starts. Only a restart, which replays from the committed offset, brings
+    them back; the outputs are idempotent (README, "Exact under crashes"), so the
+    worker exits for its supervisor to restart it.
+
+    Time spent rebalancing or restoring tables does not count: the caller `reset`s
+    the watchdog then.
+    """
+
+    def __init__(self, stall_seconds: float) -> None:
+        self.stall_seconds = stall_seconds
+        # partition -> (the committed offset last seen, when it was first seen behind
+        # with that committed offset)
+        self.since: dict[Any, tuple[int, float]] = {}
+        # partition -> the progress at which it held no record to process (see `excuse`)
+        self.excused: dict[Any, Progress] = {}
+
+    def stalled(self, progress: Mapping[Any, Progress], now: float) -> list[Any]:
+        """The partitions behind their end whose committed offset has not moved for
+        `stall_seconds`, given their progress at monotonic time `now`."""
+        since: dict[Any, tuple[int, float]] = {}
+        for tp, partition in progress.items():
+            if partition.lag == 0 or self.excused.get(tp) == partition:
+                continue
+            committed, first = self.since.get(tp, (partition.committed, now))
+            since[tp] = (partition.committed, first if committed == partition.committed else now)
+        self.since = since
+        return [tp for tp, (_, first) in since.items() if now - first >= self.stall_seconds]
+
+    def excuse(self, tp: Any, partition: Progress) -> None:
+        """`tp` at `partition` holds no record after its committed offset (only markers):
+        not stalled until its committed or end offset moves."""
+        self.excused[tp] = partition
+        self.since.pop(tp, None)
+
+    def reset(self) -> None:
+        self.since = {}
+
+
+async def has_records(bootstrap: str, tp: Any, partition: Progress, timeout_s: float = 5) -> bool:
+    """Whether a consumer of its own finds a record of `tp` at or after the committed
+    offset and before the end: False when only markers fill that range (or the broker
+    does not answer within `timeout_s`: the next check asks again)."""
+    source = TopicPartition(tp.topic, tp.partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([source])
+        consumer.seek(source, partition.committed)
+        batches = await consumer.getmany(source, timeout_ms=int(timeout_s * 1000))
+        return any(record.offset < partition.end for record in batches.get(source, []))
+    finally:
+        await consumer.stop()
