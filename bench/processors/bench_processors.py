@@ -257,7 +257,13 @@ def _funnel_variants(
          f"{prefix}.quix-{guarantee}.message_state")
         for guarantee in ("at-least-once", "exactly-once")
     ]  # fmt: skip
-    return [ours, *peers]
+    batch = ("funnel's message states over aiokafka batches, no faust (prototype)",
+             [sys.executable, str(REPO / "bench/processors/batch_funnel.py"),
+              "--bootstrap", settings.kafka_bootstrap, "--prefix", prefix,
+              "--state-dir", str(home / "batch-funnel"),
+              "--partitions", str(settings.topic_partitions)],
+             f"{prefix}.batch.message_state")  # fmt: skip
+    return [ours, batch, *peers]
 
 
 async def _output_rate(

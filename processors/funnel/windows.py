@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from processors.funnel.state import FAILURE_STATES, Attribute, MessageState
 from processors.normalize import canonical
@@ -137,10 +138,12 @@ def is_final(key: WindowKey, now: datetime, final_after: timedelta) -> bool:
     keep a window's partials for a day longer than that, so a window that still
     takes changes always finds its partials.
     """
-    end = canonical.parse_timestamp(key.start, "windowStart") + timedelta(
-        seconds=WINDOW_SECONDS[key.size]
-    )
-    return now > end + final_after
+    return now > _window_end(key.start, key.size) + final_after
+
+
+@lru_cache(maxsize=4096)  # a batch touches few windows, many times each
+def _window_end(start: str, size: str) -> datetime:
+    return canonical.parse_timestamp(start, "windowStart") + timedelta(seconds=WINDOW_SECONDS[size])
 
 
 @dataclass(frozen=True)
