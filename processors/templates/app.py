@@ -18,7 +18,6 @@ older than the state and changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,7 +101,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     records = StateRecords(
         topic=runtime.Sink(app, topics.TEMPLATE_STATE.name(prefix)),
         value=template_state_value, event_time=lambda state: state.updated_at,
-        dump=lambda state: orjson.dumps(asdict(state)), load=_load,
+        dump=orjson.dumps, load=_load,  # orjson writes dataclasses natively
     )  # fmt: skip
 
     @app.agent(sources, name="template_states")
