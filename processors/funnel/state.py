@@ -170,9 +170,10 @@ def merge(state: MessageState, observation: Observation) -> MessageState:
     for field in DESCRIPTIVE_FIELDS:
         value = getattr(observation, field)
         if value is not None:
-            attribute, current_attribute = Attribute(observation.at, value), getattr(state, field)
-            if current_attribute is None or attribute < current_attribute:
-                changes[field] = attribute
+            known = getattr(state, field)
+            # Attribute's own order, without building one per field and event.
+            if known is None or (observation.at, value) < (known.at, known.value):
+                changes[field] = Attribute(observation.at, value)
     return replace(state, **changes)  # type: ignore[arg-type]
 
 

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import NamedTuple
 
 from processors.funnel.state import FAILURE_STATES, Attribute, MessageState
 from processors.normalize import canonical
@@ -43,8 +44,10 @@ UNKNOWN = ""  # a dimension not (yet) known: null in records, "unknown" in metri
 _SEPARATOR = "|"
 
 
-@dataclass(frozen=True, order=True)
-class WindowKey:
+class WindowKey(NamedTuple):
+    """One window of one sub-account, country and template category. A named tuple,
+    not a dataclass: the window arithmetic builds and hashes several per event."""
+
     size: str  # "1m" or "1h"
     start: str  # canonical ISO time
     sub_account_id: str
