@@ -11,7 +11,7 @@ QUIX_VENV  := .wapipe/bench-quix
 QUIX_STAMP := $(QUIX_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint prometheus unit soak kafka-up kafka-down bench-ingest bench-e2e bench-processors lock clean
+.PHONY: help install run test lint prometheus unit soak kafka-up kafka-down bench-ingest bench-e2e bench-processors bench-rules lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ bench-e2e: install  ## p50/p99 from the ingester's 200 to message_state and aler
 
 bench-processors: install $(QUIX_STAMP)  ## every worker's events/s vs a bare aiokafka loop, faust's floor and Quix Streams
 	$(BIN)/python bench/processors/bench_processors.py
+
+bench-rules: install  ## the funnel's rules alone: microseconds per receipt vs the bare JSON parse (no Kafka)
+	$(BIN)/python bench/processors/bench_rules.py
 
 # The Quix Streams peer runs in a virtualenv of its own: its pins conflict with ours.
 $(QUIX_STAMP): bench/processors/quix-requirements.txt
