@@ -21,6 +21,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from wapipe.logs import get_logger
+
+log = get_logger(__name__)
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -90,6 +94,29 @@ class StallWatchdog:
             since[tp] = (partition.committed, first if committed == partition.committed else now)
         self.since = since
         return [tp for tp, (_, first) in since.items() if now - first >= self.stall_seconds]
+
+    async def confirmed_stalls(
+        self, progress: Mapping[Any, Progress], now: float, bootstrap: str, job: str
+    ) -> dict[Any, Progress]:
+        """`stalled`, less the partitions that hold no record to process when read
+        (those are excused), and those the broker does not let us read now."""
+        confirmed = {}
+        for tp in self.stalled(progress, now):
+            partition = progress[tp]
+            try:
+                holds_records = await has_records(bootstrap, tp, partition)
+            except Exception as exc:  # no verdict without the broker: ask again next time
+                log.warning("could not read a stalled-looking partition", job=job,
+                            topic=tp.topic, partition=tp.partition, error=repr(exc))  # fmt: skip
+                continue
+            if holds_records:
+                confirmed[tp] = partition
+            else:
+                log.info("partition behind its end by markers only: not stalled", job=job,
+                         topic=tp.topic, partition=tp.partition,
+                         committed=partition.committed, end=partition.end)  # fmt: skip
+                self.excuse(tp, partition)
+        return confirmed
 
     def excuse(self, tp: Any, partition: Progress) -> None:
         """`tp` at `partition` holds no record after its committed offset (only markers):

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Gauge, ProcessCollector, genera
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from processors.normalize import canonical
-from processors.progress import Progress, StallWatchdog, has_records, source_progress
+from processors.progress import Progress, StallWatchdog, source_progress
 from wapipe.exit_codes import EXIT_BATCH_FAILED, EXIT_PARTITION_STALLED
 from wapipe.logs import configure_logging, get_logger
 from wapipe.settings import Settings
@@ -101,15 +101,8 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
         if app.rebalancing:  # until its tables are restored: no commits expected
             watchdog.reset()
             return
-        stalled = {}
-        for tp in watchdog.stalled(progress, time.monotonic()):
-            if await has_records(settings.kafka_bootstrap, tp, progress[tp]):
-                stalled[tp] = progress[tp]
-            else:
-                log.info("partition behind its end by markers only: not stalled", job=job,
-                         topic=tp.topic, partition=tp.partition,
-                         committed=progress[tp].committed, end=progress[tp].end)  # fmt: skip
-                watchdog.excuse(tp, progress[tp])
+        stalled = await watchdog.confirmed_stalls(progress, time.monotonic(),
+                                                  settings.kafka_bootstrap, job)  # fmt: skip
         if stalled:
             _exit_stalled(app.consumer, job, stalled)
 
