@@ -1,5 +1,6 @@
 """The funnel worker, SIGKILLed twice mid-run and restarted, ends with exact message
-states and exact funnel windows.
+states and exact funnel windows; so does a funnel that a second worker joins, leaves
+and joins again mid-run (partitions and their tables moving between workers).
 
 The input is a receipt story of a few thousand messages: receipts shuffled,
 repeated and late (reads before deliveries, reads three days after delivery),
@@ -18,10 +19,12 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from functools import reduce
+from pathlib import Path
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from consumer_groups import group_state
 
 import schemas
 from processors.funnel.state import (
@@ -50,10 +53,10 @@ def _at(minutes: float) -> str:
 _DAYS_AGO = -3 * 24 * 60  # minutes: the story's old messages, read in its last hour
 
 
-def _story(seed: int = 7) -> tuple[list[Receipt], list[InboundMessage]]:
+def _story(seed: int = 7, messages: int = MESSAGES) -> tuple[list[Receipt], list[InboundMessage]]:
     rng = random.Random(seed)
     receipts, replies = [], []
-    for n in range(MESSAGES):
+    for n in range(messages):
         umid = f"m-{n}"
         base = {"umid": umid, "subAccountId": f"acme-{n % 3}", "channel": "whatsapp",
                 "msisdn": "+6281234567890", "country": "ID"}  # fmt: skip
@@ -115,6 +118,86 @@ async def _feed(settings, receipts: list[Receipt], replies: list[InboundMessage]
         await producer.stop()
 
 
+class _Follower:
+    """Reads `message_state` and `whatsapp.funnel` (each record schema-checked) and keeps
+    each message's and each window's last record, against what the story expects."""
+
+    def __init__(self, settings, receipts: list[Receipt], replies: list[InboundMessage],
+                 log: Path) -> None:  # fmt: skip
+        self.settings, self.log = settings, log
+        self.states = _expected(receipts, replies)
+        self.expected = {umid: message_state_value(state) for umid, state in self.states.items()}
+        self.expected_windows = _expected_windows(list(self.states.values()))
+        self.latest: dict[str, dict] = {}
+        self.windows: dict[str, dict] = {}
+        self.group: tuple[str, int] | None = None  # (state, members) last described
+        self.state_topic = topics.MESSAGE_STATE.name(settings.topic_prefix)
+        self.validators = {True: schemas.validator("topics/message_state"),
+                           False: schemas.validator("topics/funnel")}  # fmt: skip
+        self.consumer = AIOKafkaConsumer(
+            self.state_topic, topics.FUNNEL.name(settings.topic_prefix),
+            bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )  # fmt: skip
+
+    async def __aenter__(self) -> _Follower:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.consumer.stop()
+
+    def exact(self) -> bool:
+        windows = {k: v for k, v in self.windows.items() if v["sent"] or v["delivered"]
+                   or v["read"] or v["replied"] or v["undelivered"]}  # fmt: skip
+        return self.latest == self.expected and windows == self.expected_windows
+
+    async def follow(self, condition, worker, what: str, timeout: float = 180.0,
+                     between=None) -> None:  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if between is not None:
+                await between()
+            assert worker.poll() is None, self.log.read_text()[-2000:]
+            assert time.monotonic() < deadline, f"did not reach {what} in {timeout:.0f} s"
+            for records in (await self.consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    value = orjson.loads(record.value)
+                    validator = self.validators[record.topic == self.state_topic]
+                    assert validator.is_valid(value), next(validator.iter_errors(value)).message
+                    if record.topic == self.state_topic:
+                        self.latest[record.key.decode()] = value
+                    else:
+                        self.windows[value["windowId"]] = value
+
+    async def follow_until_group(self, members: int, worker) -> None:
+        """Read on until the funnel's consumer group is stable with `members` members."""
+        group = f"{self.settings.topic_prefix}.funnel"
+
+        async def describe() -> None:
+            self.group = await group_state(self.settings.kafka_bootstrap, group)
+
+        await self.follow(lambda: self.group == ("Stable", members), worker,
+                          f"a stable group of {members}", timeout=90, between=describe)  # fmt: skip
+
+    def assert_exact(self, replies: list[InboundMessage]) -> None:
+        latest, windows, expected = self.latest, self.windows, self.expected
+        wrong = [umid for umid in expected if latest.get(umid) != expected[umid]]
+        assert not wrong, f"{len(wrong)} messages end in a wrong state, e.g. {wrong[:3]}"
+        reached = {value["state"] for value in latest.values()}
+        assert {"read", "delivered", "undelivered"} <= reached
+        assert sum(value["repliedAt"] is not None for value in latest.values()) == len(replies)
+        wrong_windows = [w for w in self.expected_windows
+                         if windows.get(w) != self.expected_windows[w]]  # fmt: skip
+        assert not wrong_windows, f"{len(wrong_windows)} windows wrong, e.g. {wrong_windows[:3]}"
+        assert sum(w["read"] for w in windows.values() if w["window"] == "1h") == sum(
+            state.read_at is not None for state in self.states.values()
+        )
+
+
+ENVIRONMENT = {"WAPIPE_PROCESSOR_BATCH_SIZE": "200", "WAPIPE_FUNNEL_WINDOW_DAYS": "4"}
+
+
 async def test_message_states_and_windows_are_exact_after_two_sigkills(
     kafka_bootstrap, settings_for, start_worker, tmp_path
 ):
@@ -125,62 +208,51 @@ async def test_message_states_and_windows_are_exact_after_two_sigkills(
     )
     await create_topics(settings)
     receipts, replies = _story()
-    states = _expected(receipts, replies)
-    expected = {umid: message_state_value(state) for umid, state in states.items()}
-    expected_windows = _expected_windows(list(states.values()))
     await _feed(settings, receipts, replies)
-
-    latest: dict[str, dict] = {}
-    windows: dict[str, dict] = {}
-    message_state_topic = topics.MESSAGE_STATE.name(settings.topic_prefix)
-    consumer = AIOKafkaConsumer(
-        message_state_topic, topics.FUNNEL.name(settings.topic_prefix),
-        bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-    )  # fmt: skip
-    await consumer.start()
-
-    async def follow(condition, worker, what: str, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert worker.poll() is None, (tmp_path / "funnel.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, f"did not reach {what} in {timeout:.0f} s"
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for record in records:
-                    value = orjson.loads(record.value)
-                    validator = validators[record.topic == message_state_topic]
-                    assert validator.is_valid(value), next(validator.iter_errors(value)).message
-                    if record.topic == message_state_topic:
-                        latest[record.key.decode()] = value
-                    else:
-                        windows[value["windowId"]] = value
-
-    validators = {True: schemas.validator("topics/message_state"),
-                  False: schemas.validator("topics/funnel")}  # fmt: skip
-
-    def windows_exact() -> bool:
-        return {k: v for k, v in windows.items() if v["sent"] or v["delivered"] or v["read"]
-                or v["replied"] or v["undelivered"]} == expected_windows  # fmt: skip
-
-    environment = {"WAPIPE_PROCESSOR_BATCH_SIZE": "200", "WAPIPE_FUNNEL_WINDOW_DAYS": "4"}
-    worker = start_worker("funnel", settings, **environment)
-    try:
+    async with _Follower(settings, receipts, replies, tmp_path / "funnel.log") as output:
+        worker = start_worker("funnel", settings, **ENVIRONMENT)
         for fraction in KILLS_AT:
-            await follow(lambda f=fraction: len(latest) >= f * MESSAGES, worker, f"{fraction:.0%}")
+            await output.follow(lambda f=fraction: len(output.latest) >= f * MESSAGES, worker,
+                                f"{fraction:.0%}")  # fmt: skip
             worker.send_signal(signal.SIGKILL)
             worker.wait()
-            worker = start_worker("funnel", settings, **environment)
-        await follow(lambda: latest == expected and windows_exact(), worker,
-                     "the exact final states and windows")  # fmt: skip
-    finally:
-        await consumer.stop()
+            worker = start_worker("funnel", settings, **ENVIRONMENT)
+        await output.follow(output.exact, worker, "the exact final states and windows")
+    output.assert_exact(replies)
 
-    wrong = [umid for umid in expected if latest.get(umid) != expected[umid]]
-    assert not wrong, f"{len(wrong)} messages end in a wrong state, e.g. {wrong[:3]}"
-    reached = {value["state"] for value in latest.values()}
-    assert {"read", "delivered", "undelivered"} <= reached
-    assert sum(value["repliedAt"] is not None for value in latest.values()) == len(replies)
-    wrong_windows = [w for w in expected_windows if windows.get(w) != expected_windows[w]]
-    assert not wrong_windows, f"{len(wrong_windows)} windows wrong, e.g. {wrong_windows[:3]}"
-    assert sum(w["read"] for w in windows.values() if w["window"] == "1h") == sum(
-        state.read_at is not None for state in states.values()
+
+async def test_a_second_worker_joining_and_leaving_mid_run_keeps_everything_exact(
+    kafka_bootstrap, settings_for, start_worker, tmp_path
+):
+    """Scaling out and in: each join and leave moves partitions, their tables and
+    unfinished batches between two workers (each with its own local state)."""
+    settings = settings_for(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp",
+        topic_partitions=6,
     )
+    await create_topics(settings)
+    messages = 3 * MESSAGES
+    receipts, replies = _story(messages=messages)
+    await _feed(settings, receipts, replies)
+    second_environment = {**ENVIRONMENT, "WAPIPE_HOME": str(tmp_path / "second")}
+    rebalances = 0
+    async with _Follower(settings, receipts, replies, tmp_path / "funnel.log") as output:
+        first = start_worker("funnel", settings, **ENVIRONMENT)
+        await output.follow(lambda: len(output.latest) >= 0.1 * messages, first, "10%")
+        for members in (2, 1, 2):  # the second worker joins, leaves, joins again
+            if members == 2:
+                second = start_worker("funnel", settings, **second_environment)
+            else:
+                second.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(second.wait, 60)
+            await output.follow_until_group(members, first)
+            assert len(output.latest) < messages, "the run ended before the rebalance"
+            rebalances += 1
+            done = len(output.latest)
+            await output.follow(lambda d=done: len(output.latest) >= d + 300, first,
+                                "progress after the rebalance")  # fmt: skip
+        await output.follow(output.exact, first, "the exact final states and windows",
+                            timeout=240)  # fmt: skip
+    assert rebalances == 3
+    output.assert_exact(replies)

@@ -1,4 +1,5 @@
-"""normalize SIGKILLed mid-stream, three times, and restarted: no event is lost.
+"""normalize SIGKILLed mid-stream, three times, and restarted; and a second worker
+joining and leaving mid-stream (partitions moving between workers): no event is lost.
 
 The design allows a duplicate on a typed topic for what was in flight at a kill
 (sent, acknowledged, not yet remembered); it does not allow a loss, nor letting
@@ -18,6 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from consumer_groups import group_state
 
 from wapipe import topics
 from wapipe.topics import create_topics
@@ -103,11 +105,64 @@ async def test_sigkilled_three_times_loses_nothing_and_keeps_dropping_retries(
     assert retried < RETRIES // 2, f"{retried} of the sender's retries went through"
 
 
+async def test_a_second_worker_joining_and_leaving_mid_stream_loses_nothing(
+    kafka_bootstrap, settings_for, start_worker, tmp_path
+):
+    """Scaling out and in: each join and leave is a rebalance that moves partitions
+    (and their unfinished batches) between the two workers."""
+    settings = settings_for(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp",
+        topic_partitions=6,
+    )
+    await create_topics(settings)
+    events = [_receipt(n) for n in range(MESSAGES * 3)]
+    await _feed(settings, events)
+    expected = {dedupe_key for _, _, dedupe_key in events}
+    group = f"{settings.topic_prefix}.normalize"
+    batch = {"WAPIPE_PROCESSOR_BATCH_SIZE": str(BATCH)}
+    # Each worker keeps its tables in a home of its own, as on its own machine.
+    second_home = {"WAPIPE_HOME": str(tmp_path / "second"), **batch}
+
+    output = _Output(settings)
+    await output.start()
+    first = start_worker("normalize", settings, **batch)
+    rebalances = 0
+    try:
+        await output.wait_until(lambda: len(output.distinct) >= 0.1 * len(expected), first,
+                                tmp_path, "10% of the events")  # fmt: skip
+        for members in (2, 1, 2):  # the second worker joins, leaves, joins again
+            if members == 2:
+                second = start_worker("normalize", settings, **second_home)
+            else:
+                second.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(second.wait, 60)
+            await output.wait_until_group(group, members, first, tmp_path)
+            assert len(output.distinct) < len(expected), "the stream ended before the rebalance"
+            rebalances += 1
+            done = len(output.distinct)
+            await output.wait_until(lambda d=done: len(output.distinct) >= d + 1_000, first,
+                                    tmp_path, "progress after the rebalance")  # fmt: skip
+        await output.wait_until(lambda: expected <= output.distinct, first, tmp_path,
+                                "every event", timeout=240)  # fmt: skip
+    finally:
+        await output.stop()
+
+    missing = expected - output.distinct
+    duplicates = sum(count - 1 for count in output.counts.values())
+    print(f"\nnormalize with a second worker joining, leaving and joining: {len(expected)} "
+          f"events, {len(missing)} missing, {duplicates} duplicated")  # fmt: skip
+    assert rebalances == 3
+    assert not missing, f"{len(missing)} events lost, e.g. {sorted(missing)[:5]}"
+
+
 class _Output:
     """Follows the status topic, counting each dedupe key."""
 
     def __init__(self, settings) -> None:
         self.counts: Counter[str] = Counter()
+        self._group: tuple[str, int] | None = None  # (state, members) last described
+        self.bootstrap = settings.kafka_bootstrap
         self._consumer = AIOKafkaConsumer(
             topics.STATUS.name(settings.topic_prefix), bootstrap_servers=settings.kafka_bootstrap,
             auto_offset_reset="earliest", enable_auto_commit=False,
@@ -123,11 +178,24 @@ class _Output:
     async def stop(self) -> None:
         await self._consumer.stop()
 
-    async def wait_until(self, condition, worker, home: Path, what: str, timeout=120.0) -> None:
+    async def wait_until(self, condition, worker, home: Path, what: str, timeout=120.0,
+                         between=None) -> None:  # fmt: skip
         deadline = time.monotonic() + timeout
         while not condition():
+            if between is not None:
+                await between()
             assert worker.poll() is None, (home / "normalize.log").read_text()[-2000:]
             assert time.monotonic() < deadline, f"did not reach {what} in {timeout:.0f} s"
             batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
             for records in batches.values():
                 self.counts.update(dict(r.headers)["wapipe-dedupe-key"].decode() for r in records)
+
+    async def wait_until_group(self, group: str, members: int, worker, home: Path) -> None:
+        """Read on until the consumer group is stable with `members` members."""
+
+        async def describe() -> None:
+            self._group = await group_state(self.bootstrap, group)
+
+        await self.wait_until(lambda: self._group == ("Stable", members), worker, home,
+                              f"a stable group of {members}", timeout=60,
+                              between=describe)  # fmt: skip
