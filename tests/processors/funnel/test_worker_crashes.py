@@ -248,6 +248,8 @@ async def test_a_second_worker_joining_and_leaving_mid_run_keeps_everything_exac
                 await asyncio.to_thread(second.wait, 60)
             await output.follow_until_group(members, first)
             assert len(output.latest) < messages, "the run ended before the rebalance"
+            print(f"\ngroup of {members} stable at {len(output.latest) / messages:.0%} of the "
+                  "messages")  # fmt: skip
             rebalances += 1
             done = len(output.latest)
             await output.follow(lambda d=done: len(output.latest) >= d + 300, first,

@@ -139,6 +139,8 @@ async def test_a_second_worker_joining_and_leaving_mid_stream_loses_nothing(
                 await asyncio.to_thread(second.wait, 60)
             await output.wait_until_group(group, members, first, tmp_path)
             assert len(output.distinct) < len(expected), "the stream ended before the rebalance"
+            print(f"\ngroup of {members} stable at {len(output.distinct) / len(expected):.0%} "
+                  "of the events")  # fmt: skip
             rebalances += 1
             done = len(output.distinct)
             await output.wait_until(lambda d=done: len(output.distinct) >= d + 1_000, first,
