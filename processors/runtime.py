@@ -89,6 +89,11 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
     async def measure_progress() -> None:
         for table, kind, value in rocksdb_memory_bytes(app):
             rocksdb_memory.labels(job, table, kind).set(value)
+        if app.rebalancing:
+            # Until the tables are restored no commits are expected, and faust has not
+            # loaded the committed offsets yet: the lag keeps its last values.
+            watchdog.reset()
+            return
         try:
             progress = await source_progress(app)
         except Exception as exc:  # the broker did not answer: nothing to judge by
@@ -98,9 +103,6 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
         consumer_lag.clear()  # revoked partitions drop out
         for tp, partition in progress.items():
             consumer_lag.labels(job, tp.topic, str(tp.partition)).set(partition.lag)
-        if app.rebalancing:  # until its tables are restored: no commits expected
-            watchdog.reset()
-            return
         stalled = await watchdog.confirmed_stalls(progress, time.monotonic(),
                                                   settings.kafka_bootstrap, job)  # fmt: skip
         if stalled:
