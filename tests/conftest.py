@@ -132,15 +132,26 @@ def settings_for(tmp_path: Path) -> Any:
 
 
 @pytest.fixture
-async def kafka_settings(kafka_bootstrap: str, settings_for: Any) -> AsyncIterator[Settings]:
+def fresh_topics(kafka_bootstrap: str, settings_for: Any) -> Callable[[int], Awaitable[Settings]]:
+    """`await fresh_topics(partitions)`: settings with a fresh topic prefix whose topics
+    exist with that many partitions each."""
+
+    async def create(partitions: int) -> Settings:
+        settings: Settings = settings_for(
+            kafka_bootstrap=kafka_bootstrap,
+            topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp",
+            topic_partitions=partitions,
+        )
+        await create_topics(settings)
+        return settings
+
+    return create
+
+
+@pytest.fixture
+async def kafka_settings(fresh_topics: Callable[[int], Awaitable[Settings]]) -> Settings:
     """Settings with a fresh topic prefix whose topics exist (1 partition each: fast)."""
-    settings: Settings = settings_for(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp",
-        topic_partitions=1,
-    )
-    await create_topics(settings)
-    return settings
+    return await fresh_topics(1)
 
 
 @dataclass

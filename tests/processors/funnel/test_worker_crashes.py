@@ -16,7 +16,6 @@ import asyncio
 import random
 import signal
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 from pathlib import Path
@@ -37,7 +36,6 @@ from processors.funnel.state import (
 from processors.funnel.windows import WindowKey, add_counts, contributions, funnel_record
 from processors.normalize.records import InboundMessage, Receipt, record_from_value, record_value
 from wapipe import topics
-from wapipe.topics import create_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -199,14 +197,9 @@ ENVIRONMENT = {"WAPIPE_PROCESSOR_BATCH_SIZE": "200", "WAPIPE_FUNNEL_WINDOW_DAYS"
 
 
 async def test_message_states_and_windows_are_exact_after_two_sigkills(
-    kafka_bootstrap, settings_for, start_worker, tmp_path
+    fresh_topics, start_worker, tmp_path
 ):
-    settings = settings_for(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp",
-        topic_partitions=3,
-    )
-    await create_topics(settings)
+    settings = await fresh_topics(3)
     receipts, replies = _story()
     await _feed(settings, receipts, replies)
     async with _Follower(settings, receipts, replies, tmp_path / "funnel.log") as output:
@@ -222,16 +215,11 @@ async def test_message_states_and_windows_are_exact_after_two_sigkills(
 
 
 async def test_a_second_worker_joining_and_leaving_mid_run_keeps_everything_exact(
-    kafka_bootstrap, settings_for, start_worker, tmp_path
+    fresh_topics, start_worker, tmp_path
 ):
     """Scaling out and in: each join and leave moves partitions, their tables and
     unfinished batches between two workers (each with its own local state)."""
-    settings = settings_for(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp",
-        topic_partitions=6,
-    )
-    await create_topics(settings)
+    settings = await fresh_topics(6)
     messages = 3 * MESSAGES
     receipts, replies = _story(messages=messages)
     await _feed(settings, receipts, replies)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +21,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from consumer_groups import group_state
 
 from wapipe import topics
-from wapipe.topics import create_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -64,14 +62,9 @@ async def _feed(settings, events: list[tuple[bytes, bytes, str]]) -> None:
 
 
 async def test_sigkilled_three_times_loses_nothing_and_keeps_dropping_retries(
-    kafka_bootstrap, settings_for, start_worker, tmp_path
+    fresh_topics, start_worker, tmp_path
 ):
-    settings = settings_for(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp",
-        topic_partitions=3,
-    )
-    await create_topics(settings)
+    settings = await fresh_topics(3)
     events = [_receipt(n) for n in range(MESSAGES * 3)]
     retries = [events[n] for n in range(0, len(events), len(events) // RETRIES)][:RETRIES]
     await _feed(settings, events + retries)
@@ -106,16 +99,11 @@ async def test_sigkilled_three_times_loses_nothing_and_keeps_dropping_retries(
 
 
 async def test_a_second_worker_joining_and_leaving_mid_stream_loses_nothing(
-    kafka_bootstrap, settings_for, start_worker, tmp_path
+    fresh_topics, start_worker, tmp_path
 ):
     """Scaling out and in: each join and leave is a rebalance that moves partitions
     (and their unfinished batches) between the two workers."""
-    settings = settings_for(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}.whatsapp",
-        topic_partitions=6,
-    )
-    await create_topics(settings)
+    settings = await fresh_topics(6)
     events = [_receipt(n) for n in range(MESSAGES * 3)]
     await _feed(settings, events)
     expected = {dedupe_key for _, _, dedupe_key in events}
