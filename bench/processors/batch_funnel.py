@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from bench_processors import ensure_topics
 from rocksdict import Options, Rdict, WriteBatch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -50,7 +50,7 @@ _MAX_RECORDS = 2000
 
 async def run(bootstrap: str, prefix: str, state_dir: Path, partitions: int) -> None:
     out = f"{prefix}.batch"
-    await _ensure_topics(bootstrap, partitions, f"{out}.messages-changelog", f"{out}.partials",
+    await ensure_topics(bootstrap, partitions, f"{out}.messages-changelog", f"{out}.partials",
                          f"{out}.partials-changelog", f"{out}.message_state")  # fmt: skip
     consumer = AIOKafkaConsumer(
         f"{prefix}.status", bootstrap_servers=bootstrap, group_id=f"{out}-funnel",
@@ -112,17 +112,6 @@ async def _handle(batches: dict[Any, list[Any]], db: Rdict, producer: Any, out: 
         writes.put(b"p|" + key, value)
     await asyncio.gather(*deliveries)
     db.write(writes)
-
-
-async def _ensure_topics(bootstrap: str, partitions: int, *names: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        await admin.create_topics([NewTopic(name, partitions, 1) for name in names
-                                   if name not in existing])  # fmt: skip
-    finally:
-        await admin.close()
 
 
 def _observation(value: bytes) -> tuple[str, Any]:

@@ -207,12 +207,15 @@ async def _feed_quality(settings: Settings, events: int) -> None:
         await producer.stop()
 
 
-async def _ensure_topic(settings: Settings, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+async def ensure_topics(bootstrap: str, partitions: int, *names: str) -> None:
+    """Create those of `names` that do not exist yet (a benchmark's own output topics)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        if name not in await admin.list_topics():
-            await admin.create_topics([NewTopic(name, settings.topic_partitions, 1)])
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, partitions, 1) for name in names if name not in existing]
+        if missing:
+            await admin.create_topics(missing)
     finally:
         await admin.close()
 
@@ -221,7 +224,7 @@ async def _floor_rate(settings: Settings, events: int, send: bool) -> float:
     """Events/s of bench/processors/faust_floor.py over the raw topic."""
     out = f"{settings.topic_prefix}.floor.out"
     if send:
-        await _ensure_topic(settings, out)
+        await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions, out)
     port = unused_port()
     with tempfile.TemporaryDirectory(prefix="wapipe-floor-") as state:
         process = await asyncio.create_subprocess_exec(
@@ -276,7 +279,8 @@ async def _output_rate(
     coalesced within a batch, as ours does): so the rate is three events per
     message read, counted on `topic` (fresh, so it holds only this job's output).
     """
-    await _ensure_topic(settings, topic)  # exists before the job starts: followed from offset 0
+    # The output exists before the job starts, so it is followed from offset 0.
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions, topic)
     # read_committed: a transactional job's output counts when its transaction commits,
     # as its consumers would see it.
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,

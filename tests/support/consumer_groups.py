@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
 from aiokafka.admin import AIOKafkaAdminClient
 
 
@@ -15,3 +20,16 @@ async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
         await admin.close()
     _error, _group_id, state, _protocol_type, _protocol, members = response.groups[0][:6]
     return state, len(members)
+
+
+async def join_leave_join(start_second: Callable[[], Any]) -> AsyncIterator[int]:
+    """Scale a job out and in around its first worker: start a second worker, stop it
+    with SIGTERM, start it again; after each step, yields the group's member count
+    that step leads to (2, 1, 2)."""
+    second = start_second()
+    yield 2
+    second.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(second.wait, 60)
+    yield 1
+    start_second()
+    yield 2

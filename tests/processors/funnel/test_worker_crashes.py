@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from consumer_groups import group_state
+from consumer_groups import group_state, join_leave_join
 
 import schemas
 from processors.funnel.state import (
@@ -150,6 +150,15 @@ class _Follower:
                    or v["read"] or v["replied"] or v["undelivered"]}  # fmt: skip
         return self.latest == self.expected and windows == self.expected_windows
 
+    def differences(self) -> str:
+        """How far the output is from the expected one, for a failure message."""
+        states = [u for u in self.expected if self.latest.get(u) != self.expected[u]]
+        windows = [w for w in self.expected_windows
+                   if self.windows.get(w) != self.expected_windows[w]]  # fmt: skip
+        return (f"{len(self.latest)} of {len(self.expected)} messages seen, {len(states)} "
+                f"states differ, e.g. {states[:2]}; {len(windows)} windows differ, e.g. "
+                f"{windows[:2]}")  # fmt: skip
+
     async def follow(self, condition, worker, what: str, timeout: float = 180.0,
                      between=None) -> None:  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -157,7 +166,9 @@ class _Follower:
             if between is not None:
                 await between()
             assert worker.poll() is None, self.log.read_text()[-2000:]
-            assert time.monotonic() < deadline, f"did not reach {what} in {timeout:.0f} s"
+            assert time.monotonic() < deadline, (
+                f"did not reach {what} in {timeout:.0f} s ({self.differences()})"
+            )
             for records in (await self.consumer.getmany(timeout_ms=200)).values():
                 for record in records:
                     value = orjson.loads(record.value)
@@ -228,12 +239,9 @@ async def test_a_second_worker_joining_and_leaving_mid_run_keeps_everything_exac
     async with _Follower(settings, receipts, replies, tmp_path / "funnel.log") as output:
         first = start_worker("funnel", settings, **ENVIRONMENT)
         await output.follow(lambda: len(output.latest) >= 0.1 * messages, first, "10%")
-        for members in (2, 1, 2):  # the second worker joins, leaves, joins again
-            if members == 2:
-                second = start_worker("funnel", settings, **second_environment)
-            else:
-                second.send_signal(signal.SIGTERM)
-                await asyncio.to_thread(second.wait, 60)
+        async for members in join_leave_join(
+            lambda: start_worker("funnel", settings, **second_environment)
+        ):
             await output.follow_until_group(members, first)
             assert len(output.latest) < messages, "the run ended before the rebalance"
             print(f"\ngroup of {members} stable at {len(output.latest) / messages:.0%} of the "

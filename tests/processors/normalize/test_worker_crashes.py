@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from consumer_groups import group_state
+from consumer_groups import group_state, join_leave_join
 
 from wapipe import topics
 
@@ -119,12 +119,9 @@ async def test_a_second_worker_joining_and_leaving_mid_stream_loses_nothing(
     try:
         await output.wait_until(lambda: len(output.distinct) >= 0.1 * len(expected), first,
                                 tmp_path, "10% of the events")  # fmt: skip
-        for members in (2, 1, 2):  # the second worker joins, leaves, joins again
-            if members == 2:
-                second = start_worker("normalize", settings, **second_home)
-            else:
-                second.send_signal(signal.SIGTERM)
-                await asyncio.to_thread(second.wait, 60)
+        async for members in join_leave_join(
+            lambda: start_worker("normalize", settings, **second_home)
+        ):
             await output.wait_until_group(group, members, first, tmp_path)
             assert len(output.distinct) < len(expected), "the stream ended before the rebalance"
             print(f"\ngroup of {members} stable at {len(output.distinct) / len(expected):.0%} "
