@@ -24,7 +24,13 @@ from prometheus_client import CollectorRegistry, Gauge, ProcessCollector, genera
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from processors.normalize import canonical
-from processors.progress import Progress, StallWatchdog, source_progress
+from processors.progress import (
+    Continuity,
+    Progress,
+    StallWatchdog,
+    has_records,
+    source_progress,
+)
 from wapipe.exit_codes import EXIT_BATCH_FAILED, EXIT_PARTITION_STALLED
 from wapipe.logs import configure_logging, get_logger
 from wapipe.settings import Settings
@@ -123,11 +129,57 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
         # faust's worker installs its own log handlers at start; ours replace them,
         # so the processors log JSON lines like the ingester.
         configure_logging(settings, service=job)
-        # Table writes wait in faust's producer buffer, which warns on every write
-        # past 100: a batch writes up to a few per event, by design.
-        app.producer.buffer.max_messages = max(100, 4 * settings.processor_batch_size)
 
+    # Table writes wait in faust's producer buffer, which warns on every write past
+    # 100: a batch writes up to a few per event, by design.
+    app.producer.buffer.max_messages = max(100, 4 * settings.processor_batch_size)
+    BoundedFlush(app.producer.buffer)
     return app
+
+
+class BoundedFlush:
+    """Make a flush of faust's producer buffer wait for what was written before it,
+    not for the buffer to be empty.
+
+    faust's own flush returns only when the buffer is empty (or idle for 0.1 s), and
+    faust flushes before every commit. While agents keep writing tables (each write
+    is a changelog record in this buffer) the buffer is seldom empty when the
+    committing task looks, so commits stopped for minutes under a backlog, until the
+    stall watchdog ended the worker. This flush waits for the changelog records
+    written before it was called, until Kafka acknowledged them: as much as faust's
+    commit needs (its own flush ends with the Kafka client's flush), and bounded.
+
+    A record Kafka refused fails every later flush: faust only logs it, and its
+    commit would then cover a table write that never reached the changelog.
+
+    It replaces two attributes of the buffer (`put`, `flush`; faust-streaming is
+    pinned exactly) and must be installed before the first table write.
+    """
+
+    def __init__(self, buffer: Any) -> None:
+        self.unacknowledged: set[asyncio.Future[Any]] = set()
+        self.refused: BaseException | None = None
+        self._put = buffer.put
+        buffer.put = self.put
+        buffer.flush = self.flush
+
+    def put(self, record: asyncio.Future[Any]) -> None:
+        """Queue a record (a faust FutureMessage: resolved when Kafka acknowledges it)."""
+        self.unacknowledged.add(record)
+        record.add_done_callback(self._done)
+        self._put(record)
+
+    def _done(self, record: asyncio.Future[Any]) -> None:
+        self.unacknowledged.discard(record)
+        if not record.cancelled() and record.exception() is not None:
+            self.refused = self.refused or record.exception()
+
+    async def flush(self) -> None:
+        """Wait until every record queued so far is acknowledged; raise if any was refused."""
+        if self.unacknowledged:
+            await asyncio.gather(*self.unacknowledged, return_exceptions=True)
+        if self.refused is not None:
+            raise self.refused
 
 
 def _exit_stalled(consumer: Any, job: str, stalled: dict[Any, Progress]) -> None:
@@ -221,11 +273,30 @@ async def handle_batches(
     (and so may commit) its events, and a batch that fails ends the process
     (`exit_on_error`) instead of being acked unhandled.
     """
+    continuity = Continuity(stream.app.consumer)
     async for events in stream.take_events(
         settings.processor_batch_size, within=_BATCH_WITHIN_SECONDS
     ):
         async with exit_on_error(job):
+            await _exit_on_lost_records(continuity.holes(events), settings.kafka_bootstrap, job)
             await handle(events)
+
+
+async def _exit_on_lost_records(holes: dict[Any, Progress], bootstrap: str, job: str) -> None:
+    """End the worker before this batch is acknowledged if records of a partition did
+    not reach the agent (`Continuity`), so that its restart replays them from the
+    committed offset; a hole without records (a transaction's commit marker) is no loss."""
+    for tp, hole in holes.items():
+        if await has_records(bootstrap, tp, hole):
+            log.critical("records of a partition skipped on their way to the agent; exiting so "
+                         "that the restart replays them", job=job, topic=tp.topic,
+                         partition=tp.partition, first_skipped=hole.committed,
+                         next_received=hole.end)  # fmt: skip
+            logging.shutdown()
+            os._exit(EXIT_PARTITION_STALLED)
+        log.info("offsets skipped without records (transaction markers)", job=job,
+                 topic=tp.topic, partition=tp.partition, first_skipped=hole.committed,
+                 next_received=hole.end)  # fmt: skip
 
 
 @contextlib.asynccontextmanager

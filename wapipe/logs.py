@@ -9,6 +9,7 @@ Never log a secret, a token or message text at info level.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -20,9 +21,12 @@ from wapipe.settings import Settings
 def configure_logging(settings: Settings, *, service: str) -> None:
     """Route every log record of the process to stderr in the configured format."""
 
+    pid = os.getpid()
+
     def add_service(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
         # A processor, not a context variable: library threads log too.
         event.setdefault("service", service)
+        event.setdefault("pid", pid)  # tells restarts and side-by-side workers apart
         return event
 
     shared: list[Any] = [

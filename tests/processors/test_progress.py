@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from aiokafka import AIOKafkaProducer
 from example_bodies import EXAMPLE_PATHS
 from faust.types import TP
 
-from processors.progress import Progress, StallWatchdog, has_records
+from processors.progress import Continuity, Progress, StallWatchdog, has_records
 from wapipe import topics
 
 STALL = 60.0
@@ -43,6 +45,38 @@ def test_a_partition_that_catches_up_starts_the_count_again() -> None:
     assert watchdog.stalled({"p": Progress(committed=40, end=41)}, now=115.0) == ["p"]
 
 
+def test_a_partition_waiting_behind_the_backlog_of_others_is_not_stalled() -> None:
+    """Backpressure: the client hands over other partitions' backlog first, and the
+    worker commits those meanwhile."""
+    watchdog = StallWatchdog(STALL)
+    for second in range(0, 300, 10):
+        progress = {"partials-3": Progress(committed=900, end=1900, position=900),
+                    "observations-1": Progress(committed=second * 100, end=90_000)}  # fmt: skip
+        assert watchdog.stalled(progress, now=float(second)) == []
+    taken = {"partials-3": Progress(committed=900, end=1900, position=1400),
+             "observations-1": Progress(committed=90_000, end=90_000)}  # fmt: skip
+    assert watchdog.stalled(taken, now=300.0) == [], "the clock starts when faust has them"
+    assert watchdog.stalled(taken, now=359.9) == []
+    assert watchdog.stalled(taken, now=360.0) == ["partials-3"]
+
+
+def test_a_partition_waiting_in_an_idle_worker_is_stalled() -> None:
+    """Nothing else moves: the client is not handing the records over at all."""
+    watchdog = StallWatchdog(STALL)
+    waiting = {"observations-0": Progress(committed=5697, end=5780, position=5697),
+               "observations-1": Progress(committed=5718, end=5718, position=5718)}  # fmt: skip
+    assert watchdog.stalled(waiting, now=0.0) == []
+    assert watchdog.stalled(waiting, now=60.0) == ["observations-0"]
+
+
+def test_a_partition_not_being_fetched_counts_however_its_position_stands() -> None:
+    """A partition faust no longer asks the client for (position None) waits for nothing."""
+    watchdog = StallWatchdog(STALL)
+    held_back = {"p": Progress(committed=900, end=1900, position=None)}
+    assert watchdog.stalled(held_back, now=0.0) == []
+    assert watchdog.stalled(held_back, now=60.0) == ["p"]
+
+
 def test_an_idle_partition_is_never_stalled() -> None:
     watchdog = StallWatchdog(STALL)
     for second in (0.0, 100.0, 1000.0):
@@ -69,6 +103,47 @@ def test_an_excused_partition_counts_again_once_its_offsets_move() -> None:
     grown = {"p": Progress(committed=3, end=9)}
     assert watchdog.stalled(grown, now=601.0) == []
     assert watchdog.stalled(grown, now=661.0) == ["p"]
+
+
+class _Consumer:
+    """What `Continuity` reads of faust's consumer: the generation and committed offsets."""
+
+    def __init__(self, committed: dict[str, int]) -> None:
+        self.app = SimpleNamespace(consumer_generation_id=1)
+        self._committed_offset = committed
+
+
+def _events(*offsets: tuple[str, int]) -> list[SimpleNamespace]:
+    return [SimpleNamespace(message=SimpleNamespace(tp=tp, offset=offset))
+            for tp, offset in offsets]  # fmt: skip
+
+
+def test_events_in_order_leave_no_hole_and_repeats_are_no_hole() -> None:
+    continuity = Continuity(_Consumer({"p0": 10, "p1": 3}))
+    assert continuity.holes(_events(("p0", 10), ("p1", 3), ("p0", 11), ("p0", 12))) == {}
+    assert continuity.holes(_events(("p0", 11), ("p0", 13))) == {}, "11 again: a repeat"
+
+
+def test_an_event_past_the_next_expected_offset_names_the_hole() -> None:
+    continuity = Continuity(_Consumer({"p0": 609}))
+    assert continuity.holes(_events(("p0", 609), ("p0", 610))) == {}
+    assert continuity.holes(_events(("p0", 612), ("p0", 613))) == {
+        "p0": Progress(committed=611, end=612)
+    }, "611 never reached the agent"
+
+
+def test_the_first_event_after_a_rebalance_is_checked_against_the_committed_offset() -> None:
+    consumer = _Consumer({"p0": 100})
+    continuity = Continuity(consumer)
+    assert continuity.holes(_events(("p0", 100), ("p0", 101))) == {}
+    consumer.app.consumer_generation_id = 2  # partitions moved; faust sought to 95
+    consumer._committed_offset = {"p0": 95}
+    assert continuity.holes(_events(("p0", 97))) == {"p0": Progress(committed=95, end=97)}
+
+
+def test_a_partition_never_committed_starts_at_its_first_event() -> None:
+    continuity = Continuity(_Consumer({}))
+    assert continuity.holes(_events(("p0", 40), ("p0", 41))) == {}
 
 
 @pytest.mark.kafka

@@ -225,12 +225,6 @@ async def test_message_states_and_windows_are_exact_after_two_sigkills(
     output.assert_exact(replies)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known fault, not fixed (README, Reliability, 'Scaling out and in'): with two "
-    "funnel workers, partitions moving between them sometimes stall (the watchdog restarts "
-    "a worker) or the output stays inexact; 2 of 8 runs alone, 2 of 2 under load",
-)
 async def test_a_second_worker_joining_and_leaving_mid_run_keeps_everything_exact(
     fresh_topics, start_worker, tmp_path
 ):
