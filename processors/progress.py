@@ -163,9 +163,9 @@ class Continuity:
 
     Around a rebalance faust can lose an event between its fetcher and the agent: it
     starts handing a newly assigned partition's records to the agents before it has
-    sought the partition to its committed offset, and the records in flight then can
-    be cleared from the agent's queue and are never fetched again (seen in the
-    scale-out test). faust's commit then moves past a hole of exactly one offset
+    sought the partition to its committed offset; in the loss traced in the
+    scale-out test such a record was cleared from the agent's queue and never
+    fetched again. faust's commit then moves past a hole of exactly one offset
     (`Consumer._new_offset` compares the first acknowledged offset with the committed
     one as if that were the last processed one, not the next), so the event is lost
     silently; a longer hole stalls the partition instead.
