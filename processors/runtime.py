@@ -134,7 +134,31 @@ def create_app(settings: Settings, job: str, registry: CollectorRegistry) -> fau
     # 100: a batch writes up to a few per event, by design.
     app.producer.buffer.max_messages = max(100, 4 * settings.processor_batch_size)
     BoundedFlush(app.producer.buffer)
+    keep_handed_over_records(app.flow_control)
     return app
+
+
+def keep_handed_over_records(flow_control: Any) -> None:
+    """Make resuming faust's flow control clear the agents' queues only when it was
+    suspended.
+
+    Every resume clears every agent's queue, and after a rebalance faust resumes
+    twice: once for the tables' recovery, and again once the stream partitions are
+    resumed and sought to their committed offsets. By the second time its fetcher
+    has already handed the first records of those partitions to the agents, and has
+    moved its read offset past them, so the clear dropped them for good: holes that
+    `Continuity` caught at most rebalances (each one a restart). A suspension (at a
+    rebalance) still ends with a clear on resume, as faust intends.
+
+    Replaces `resume` on faust's FlowControlEvent (faust-streaming is pinned exactly).
+    """
+    resume = flow_control.resume
+
+    def resume_if_suspended() -> None:
+        if not flow_control.is_active():
+            resume()
+
+    flow_control.resume = resume_if_suspended
 
 
 class BoundedFlush:
