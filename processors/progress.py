@@ -48,7 +48,8 @@ class Progress:
 
         The Kafka client hands over one partition's fetched records at a time, up to a
         megabyte of them: under a backlog a partition can wait behind the others for
-        a minute. That is a busy worker, not a stalled one."""
+        a minute. While the worker commits those others, that is backpressure, not a
+        stall (`StallWatchdog`)."""
         return self.position is not None and self.position <= self.committed
 
 
