@@ -17,7 +17,7 @@ offset to see whether anything is really there.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -66,17 +66,18 @@ async def source_progress(app: Any) -> dict[Any, Progress]:
     committed = {tp: consumer._committed_offset.get(tp) for tp in partitions}
     unknown = [tp for tp, offset in committed.items() if offset is None]
     starts = await consumer.earliest_offsets(*unknown) if unknown else {}
-    # Partitions faust asks the client for: not paused, nor held back while their
-    # stream's buffer is full.
-    fetched = consumer._active_partitions or set()
-    return {
-        tp: Progress(
-            committed=committed[tp] or starts.get(tp) or 0,
-            end=ends.get(tp) or 0,
-            position=await consumer.position(tp) if tp in fetched else None,
-        )
+    progress = {
+        tp: Progress(committed=committed[tp] or starts.get(tp) or 0, end=ends.get(tp) or 0)
         for tp in partitions
     }
+    # The client's position matters only where records wait, and only on partitions
+    # faust asks the client for (not paused, nor held back while their stream's
+    # buffer is full).
+    fetched = consumer._active_partitions or set()
+    for tp, partition in progress.items():
+        if partition.lag and tp in fetched:
+            progress[tp] = replace(partition, position=await consumer.position(tp))
+    return progress
 
 
 class StallWatchdog:
@@ -191,10 +192,11 @@ class Continuity:
             expected = self.expected.get(tp)
             if expected is None:  # the first event since the rebalance
                 expected = self.consumer._committed_offset.get(tp)
-            if expected is None or offset >= expected:
-                if expected is not None and offset > expected and tp not in holes:
-                    holes[tp] = Progress(committed=expected, end=offset)
-                self.expected[tp] = offset + 1
+            if expected is not None and offset < expected:
+                continue  # a repeat: harmless
+            if expected is not None and offset > expected:
+                holes.setdefault(tp, Progress(committed=expected, end=offset))
+            self.expected[tp] = offset + 1
         return holes
 
 

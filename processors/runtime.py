@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 import faust.streams as faust_streams
@@ -216,8 +216,7 @@ def _exit_stalled(consumer: Any, job: str, stalled: dict[Any, Progress]) -> None
                      partition=tp.partition, committed=partition.committed, end=partition.end,
                      acknowledged=len(acked), first_acknowledged=min(acked, default=None),
                      read_offset=consumer._read_offset.get(tp))  # fmt: skip
-    logging.shutdown()
-    os._exit(EXIT_PARTITION_STALLED)
+    _end_process(EXIT_PARTITION_STALLED)
 
 
 _ROCKSDB_MEMORY = {
@@ -316,11 +315,16 @@ async def _exit_on_lost_records(holes: dict[Any, Progress], bootstrap: str, job:
                          "that the restart replays them", job=job, topic=tp.topic,
                          partition=tp.partition, first_skipped=hole.committed,
                          next_received=hole.end)  # fmt: skip
-            logging.shutdown()
-            os._exit(EXIT_PARTITION_STALLED)
+            _end_process(EXIT_PARTITION_STALLED)
         log.info("offsets skipped without records (transaction markers)", job=job,
                  topic=tp.topic, partition=tp.partition, first_skipped=hole.committed,
                  next_received=hole.end)  # fmt: skip
+
+
+def _end_process(code: int) -> NoReturn:
+    """Exit at once with the log flushed: no faust shutdown, which would ack and commit."""
+    logging.shutdown()
+    os._exit(code)
 
 
 @contextlib.asynccontextmanager
@@ -341,8 +345,7 @@ async def exit_on_error(job: str) -> AsyncIterator[None]:
     except BaseException:
         log.critical("batch failed: exiting so that its events are not committed", job=job,
                      exc_info=True)  # fmt: skip
-        logging.shutdown()
-        os._exit(EXIT_BATCH_FAILED)
+        _end_process(EXIT_BATCH_FAILED)
 
 
 @contextlib.contextmanager
