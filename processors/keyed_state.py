@@ -1,74 +1,75 @@
-"""One batch of a job whose state is one record per key (templates, phones): read
-states, collect the changed ones and the alerts, send both, wait for Kafka's
-acknowledgement, then store the states. A crash before the store re-applies the
-events to the states before them: the same states and the same alert ids again.
+"""One partition batch of a job whose state is one record per key (templates, phones):
+read the batch's states in one multi-get, apply the events in order, then send each
+changed state once (to its compacted state topic) and every alert, and write the
+states to the table. All of it commits in the batch's transaction, or none of it.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import orjson
 
-from processors import runtime
 from processors.alerts import Alert, alert_value
+from processors.engine.job import PartitionBatch
+from processors.normalize import canonical
 
 State = TypeVar("State")
 
 
-@dataclass
+@dataclass(frozen=True)
 class StateRecords(Generic[State]):
     """How a job's states are stored and published."""
 
-    topic: runtime.Sink  # the compacted state topic
+    table: str
+    topic: str  # the compacted state topic
     value: Callable[[State], dict[str, object]]  # the topic's record
     event_time: Callable[[State], str | None]  # its Kafka timestamp
-    dump: Callable[[State], bytes]  # table value
-    load: Callable[[str, str | bytes | None], State]  # (key, table value or None)
+    load: Callable[[str, bytes | None], State]  # (key, table value or None)
+    alerts_topic: str
 
 
-@dataclass
+def event_time_ms(at: str | None) -> int | None:
+    """A record's Kafka timestamp (epoch ms) from its canonical event time."""
+    return None if at is None else int(canonical.parse_timestamp(at, "at").timestamp() * 1000)
+
+
 class KeyedBatch(Generic[State]):
-    table: Any
-    records: StateRecords[State]
-    alerts_topic: runtime.Sink
-    alerts_sent: Any  # the job's Counter of alerts, by type
-    changed: dict[str, tuple[State, Any]] = field(default_factory=dict)  # key -> (state, event)
-    alerts: list[tuple[str, Alert]] = field(default_factory=list)  # (Kafka key, alert)
+    """The states of one partition batch's keys, as its events change them."""
 
-    def state(self, key: str, event: Any) -> State:
+    def __init__(self, batch: PartitionBatch, records: StateRecords[State], keys: Iterable[str]):
+        self.batch, self.records = batch, records
+        self.view = batch.table(records.table)
+        stored = self.view.get_many({key.encode() for key in keys})
+        self.states = {key.decode(): records.load(key.decode(), value)
+                       for key, value in stored.items()}  # fmt: skip
+        self.changed: dict[str, State] = {}
+        self.alerts: list[tuple[str, Alert]] = []
+
+    def state(self, key: str) -> State:
         """The state of `key` as this batch has it so far."""
-        if key in self.changed:
-            return self.changed[key][0]
-        with runtime.as_current_event(event):  # the read goes to the event's partition
-            return self.records.load(key, self.table.get(key))
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = self.records.load(key, None)
+        return state
 
-    def update(self, key: str, before: State, after: State, event: Any) -> None:
-        if after != before:
-            self.changed[key] = (after, event)
+    def update(self, key: str, after: State) -> None:
+        if after != self.states.get(key):
+            self.states[key] = self.changed[key] = after
 
-    def alert(self, key: str, alerts: tuple[Alert, ...]) -> None:
-        for alert in alerts:
-            self.alerts.append((key, alert))
-            self.alerts_sent.labels(alert.type).inc()
+    def alert(self, key: str, alerts: Iterable[Alert]) -> None:
+        self.alerts.extend((key, alert) for alert in alerts)
 
-    async def publish_then_store(self) -> None:
-        deliveries = [
-            await self.records.topic.send(
-                key=key.encode(), value=orjson.dumps(self.records.value(state)),
-                timestamp=runtime.event_timestamp(self.records.event_time(state)),
-            )
-            for key, (state, _) in self.changed.items()
-        ]  # fmt: skip
+    def send(self) -> None:
+        """Send the changed states and the alerts; write the states."""
+        records, batch = self.records, self.batch
+        for key, state in self.changed.items():
+            encoded = key.encode()
+            batch.send(records.topic, encoded, orjson.dumps(records.value(state)),
+                       timestamp_ms=event_time_ms(records.event_time(state)))  # fmt: skip
+            self.view.put(encoded, orjson.dumps(state))  # orjson writes dataclasses natively
         for key, alert in self.alerts:
-            deliveries.append(await self.alerts_topic.send(
-                key=key.encode(), value=orjson.dumps(alert_value(alert)),
-                timestamp=runtime.event_timestamp(alert.occurred_at),
-            ))  # fmt: skip
-        await asyncio.gather(*deliveries)  # acknowledged first, stored after
-        for key, (state, event) in self.changed.items():
-            with runtime.as_current_event(event):
-                self.table[key] = self.records.dump(state).decode()
+            batch.send(records.alerts_topic, key.encode(), orjson.dumps(alert_value(alert)),
+                       timestamp_ms=event_time_ms(alert.occurred_at))  # fmt: skip

@@ -85,6 +85,7 @@ async def tail(
     name = resolve_topic(topic, settings.topic_prefix)
     deadline = None if stop_after is None else time.monotonic() + stop_after
     consumer = AIOKafkaConsumer(
+        isolation_level="read_committed",
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=None,
         enable_auto_commit=False,

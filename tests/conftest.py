@@ -209,6 +209,7 @@ async def read_topic(
     """Read a topic from the start until `count` records arrived or `timeout` passed."""
     consumer = AIOKafkaConsumer(
         spec.name(settings.topic_prefix),
+        isolation_level="read_committed",
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -276,6 +277,9 @@ def start_worker(tmp_path: Path, unused_port: Callable[[], int]) -> Iterator[Cal
             "WAPIPE_PROCESSOR_WEB_PORT": str(unused_port()),
             # A stalled partition heals by a restart well within the tests' deadlines.
             "WAPIPE_PROCESSOR_STALL_SECONDS": "20",
+            # The worker's slot: a restart of the same slot fences its predecessor at once; a
+            # second worker side by side needs a slot of its own.
+            "WAPIPE_PROCESSOR_INSTANCE": "first",
             **environment,
         }
 

@@ -247,7 +247,9 @@ def _ingest(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-# Each processor job: the module whose `create_app(settings)` builds its faust app.
+# Each processor job: the module whose `create_job(settings, registry)` builds its job on
+# the stream engine (or, for a job still on faust, whose `create_app(settings)` builds
+# its faust app).
 PROCESSOR_JOBS = {
     "normalize": "processors.normalize.app",
     "funnel": "processors.funnel.app",
@@ -264,6 +266,13 @@ def _process(settings: Settings, arguments: argparse.Namespace) -> int:
 
     configure_logging(settings, service=arguments.job)
     module = importlib.import_module(PROCESSOR_JOBS[arguments.job])
+    if hasattr(module, "create_job"):  # on the stream engine
+        from prometheus_client import CollectorRegistry
+
+        from processors.engine import worker
+
+        registry = CollectorRegistry()
+        return worker.run(module.create_job(settings, registry), settings, registry)
     runtime.run(module.create_app(settings), settings)
     return 0
 

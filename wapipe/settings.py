@@ -176,6 +176,22 @@ class Settings(BaseSettings):
     processor_batch_size: int = Field(
         500, ge=1, le=100_000, description="Events a processor handles per batch at most."
     )
+    processor_instance: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="This worker's slot among its job's workers (e.g. the pod name): its Kafka "
+        "`transactional.id` is `<prefix>.<job>.<instance>`, so a restarted worker with the "
+        "same instance fences its predecessor's open transaction at once. Two running "
+        "workers of one job must not share it. Unset: the host name.",
+    )
+    processor_transaction_timeout_seconds: float = Field(
+        10.0,
+        ge=1,
+        le=900,
+        description="Kafka transaction timeout of a worker on the stream engine: how long a "
+        "worker that died mid-batch, with no successor of the same instance, holds back "
+        "read_committed readers of its outputs before the broker aborts its transaction.",
+    )
     processor_stall_seconds: float = Field(
         60.0,
         ge=10,

@@ -93,6 +93,8 @@ DEADLETTER = TopicSpec(
     retention_days=30,
 )
 
+NORMALIZED = (INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT)  # normalize's typed outputs
+
 # Internal to the funnel. Observations: receipts and customers' replies (re-keyed by
 # the umid they answer) in one topic, so each message's partition has one order.
 # Partials: each source partition's part of each window, keyed by sub-account, so
@@ -103,40 +105,45 @@ FUNNEL_OBSERVATIONS = TopicSpec(
 FUNNEL_PARTIALS = TopicSpec(
     "funnel.partials", "subAccountId", "per-partition parts of the funnel windows (internal)"
 )
-# Internal to the templates job: "a pause may have ended" ticks from its timer, keyed
-# by templateId, so that the template's own agent applies them to its state.
-TEMPLATE_TICKS = TopicSpec(
-    "templates.ticks", "templateId", "pause-end checks of the templates timer (internal)"
-)
 
 
-def _changelog(job: str, table: str) -> TopicSpec:
+def changelog(job: str, table: str) -> TopicSpec:
+    """The changelog of a table of a job on the stream engine: `<prefix>.<job>.<table>.
+    changelog`, raw bytes keys and values, one partition per table partition."""
+    return TopicSpec(f"{job}.{table}.changelog", "table key",
+                     f"changelog of the {job} job's {table} table (internal)",
+                     CleanupPolicy.COMPACT, retention_days=None)  # fmt: skip
+
+
+def _faust_changelog(job: str, table: str) -> TopicSpec:
     return TopicSpec(f"{job}-{table}-changelog", "table key",
                      f"changelog of the {job} job's {table} table (internal)",
                      CleanupPolicy.COMPACT, retention_days=None)  # fmt: skip
 
 
-# The changelogs of the jobs' tables, named as faust names them (`<app id>-<table>-
-# changelog`, the app id being `<prefix>.<job>`). faust would create them itself, but a
+# The changelogs of the jobs' tables. A job on the stream engine names them with
+# `changelog`; the jobs still on faust as faust names them (`<app id>-<table>-
+# changelog`, the app id being `<prefix>.<job>`, JSON keys and values: another name, so
+# that neither reads the other's format). faust would create them itself, but a
 # worker that does so cannot write to the table until its consumer's metadata holds
 # the new topic: faust finds "0 partitions" and raises PartitionsMismatch (seen when a
 # worker was SIGKILLed before it had created them all). Created with the others, they
 # exist before any worker starts. tests/processors/test_changelogs.py keeps this list
-# equal to the apps' tables.
+# equal to the jobs' tables.
 CHANGELOGS: tuple[TopicSpec, ...] = (
-    _changelog("normalize", "seen"),
-    _changelog("funnel", "messages"),
-    _changelog("funnel", "partials"),
-    _changelog("funnel", "windows"),
-    _changelog("funnel", "subaccount_windows"),
-    _changelog("templates", "templates"),
-    _changelog("phones", "phones"),
+    changelog("normalize", "seen"),
+    _faust_changelog("funnel", "messages"),
+    _faust_changelog("funnel", "partials"),
+    _faust_changelog("funnel", "windows"),
+    _faust_changelog("funnel", "subaccount_windows"),
+    changelog("templates", "templates"),
+    changelog("phones", "phones"),
 )
 
 TOPICS: tuple[TopicSpec, ...] = (
     RAW, INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT,
     MESSAGE_STATE, FUNNEL, TEMPLATE_STATE, PHONE_STATE, ALERTS, DEADLETTER,
-    FUNNEL_OBSERVATIONS, FUNNEL_PARTIALS, TEMPLATE_TICKS, *CHANGELOGS,
+    FUNNEL_OBSERVATIONS, FUNNEL_PARTIALS, *CHANGELOGS,
 )  # fmt: skip
 
 

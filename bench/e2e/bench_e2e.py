@@ -154,6 +154,7 @@ async def _follow(settings: Settings, seen: _Seen, stop: asyncio.Event) -> None:
     names = {spec.name(prefix): spec for spec in (RAW, STATUS, FUNNEL_OBSERVATIONS,
                                                   MESSAGE_STATE, ALERTS)}  # fmt: skip
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                isolation_level="read_committed",
                                 enable_auto_commit=False, fetch_max_wait_ms=10)  # fmt: skip
     await consumer.start()
     try:

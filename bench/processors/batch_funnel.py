@@ -54,6 +54,7 @@ async def run(bootstrap: str, prefix: str, state_dir: Path, partitions: int) -> 
                          f"{out}.partials-changelog", f"{out}.message_state")  # fmt: skip
     consumer = AIOKafkaConsumer(
         f"{prefix}.status", bootstrap_servers=bootstrap, group_id=f"{out}-funnel",
+        isolation_level="read_committed",
         auto_offset_reset="earliest", enable_auto_commit=False,
         max_partition_fetch_bytes=4 << 20,
     )  # fmt: skip

@@ -318,6 +318,7 @@ async def _output_rate(
 async def _bare_loop(settings: Settings, events: int) -> float:
     consumer = AIOKafkaConsumer(RAW.name(settings.topic_prefix),
                                 bootstrap_servers=settings.kafka_bootstrap,
+                                isolation_level="read_committed",
                                 auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
     await consumer.start()
     seen, started = 0, None

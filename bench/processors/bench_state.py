@@ -222,6 +222,7 @@ async def _restored_share(settings: Settings, sample: set[str]) -> float:
     time (a worker that lost its state would take the read's time instead)."""
     consumer = AIOKafkaConsumer(MESSAGE_STATE.name(settings.topic_prefix),
                                 bootstrap_servers=settings.kafka_bootstrap,
+                                isolation_level="read_committed",
                                 auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
     await consumer.start()
     found: dict[str, bool] = {}

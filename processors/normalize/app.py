@@ -1,28 +1,37 @@
-"""The normalize worker: raw webhooks in, typed records (or dead letters) out, retries dropped.
+"""The normalize job: raw webhooks in, typed records (or dead letters) out, retries dropped.
 
-Thin wiring around `rules.normalize`. Per batch of raw events:
-1. normalize each; drop those whose dedupe key was seen (in the table, or earlier
-   in the same batch);
-2. send every typed record and dead letter, and wait for Kafka's acknowledgements;
-3. only then remember the batch's dedupe keys.
+Thin wiring around `rules.normalize`, on the stream engine. Per partition's batch:
+1. normalize each raw record;
+2. look up the batch's dedupe and id keys in the `seen` table (one multi-get);
+3. drop the records whose dedupe key was seen (in the table, or earlier in the batch),
+   send every typed record and dead letter, remember the new keys;
+4. sweep a slice of the table for expired keys.
 
-A crash between 2 and 3 re-sends those records after the restart: a duplicate on
-a typed topic, never a loss. Every record carries its dedupe key in the header
-`wapipe-dedupe-key`, and the jobs downstream merge idempotently (README, "Exact
-under crashes").
+Outputs, the table's changelog and the input offsets commit in one transaction
+(processors/engine/loop.py): a record is written once, and its dedupe key is
+remembered exactly when it is written.
 """
 
 from __future__ import annotations
 
-import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import faust
 import orjson
+from confluent_kafka import Message
 from prometheus_client import CollectorRegistry, Counter
 
-from processors import runtime
+from processors.dead_letters import poison_letter
+from processors.engine.job import (
+    Output,
+    PartitionBatch,
+    Table,
+    Timer,
+    header,
+    headers_of,
+    origin,
+    record_time_ms,
+)
 from processors.normalize import rules
 from processors.normalize.records import record_value
 from processors.normalize.seen import SWEEP_MARGIN_DAYS, SeenSweep, digest_of, seen_value
@@ -32,8 +41,8 @@ from wapipe.settings import Settings
 
 log = get_logger(__name__)
 
-_SINKS = (topics.INBOUND, topics.STATUS, topics.TEMPLATE, topics.PHONE, topics.ACCOUNT,
-          topics.DEADLETTER)  # fmt: skip
+_DAY_MS = 86_400_000
+_SEEN = "seen"
 
 
 class NormalizeMetrics:
@@ -56,80 +65,99 @@ class NormalizeMetrics:
         )
 
 
-def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
-    registry = registry or CollectorRegistry()
-    metrics = NormalizeMetrics(registry)
-    app = runtime.create_app(settings, "normalize", registry)
-    prefix = settings.topic_prefix
-    raw = runtime.raw_topic(app, topics.RAW.name(prefix))
-    sinks = {spec.suffix: runtime.Sink(app, spec.name(prefix)) for spec in _SINKS}
-    # dedupe key or id key -> when first seen (and the id's content digest): see seen.py.
-    seen = app.Table(
-        "seen", key_type=str, value_type=str, default=None,
-        options=runtime.table_options(settings, ttl_days=settings.dedupe_days + SWEEP_MARGIN_DAYS),
-    )  # fmt: skip
-    sweep = SeenSweep(seen, max_age_ms=settings.dedupe_days * 86_400_000)
-    ahead = timedelta(seconds=settings.event_time_max_ahead_seconds)
+@dataclass(frozen=True)
+class _Read:
+    """A raw record read and normalized, before the dedupe decision."""
 
-    @app.agent(raw, name="normalize")
-    async def normalize_raw(stream: Any) -> None:
-        async def handle(events: list[Any]) -> None:
-            await _handle_batch(events, seen, sweep, sinks, metrics, ahead)
-
-        await runtime.handle_batches(stream, settings, "normalize", handle)
-
-    return app
+    record: Message
+    headers: list[tuple[str, bytes]]
+    received_at: str | None
+    result: rules.Normalized | rules.Rejected
 
 
-async def _handle_batch(
-    events: list[Any], seen: Any, sweep: SeenSweep, sinks: dict[str, runtime.Sink],
-    metrics: NormalizeMetrics, ahead: timedelta,
-) -> None:  # fmt: skip
-    now = datetime.now(UTC)
-    now_ms = int(now.timestamp() * 1000)
-    deliveries = []
-    remembered: dict[str, tuple[str, Any]] = {}  # table key -> (value, its event)
-    for event in events:
-        message = event.message
-        headers = {name: value for name, value in (message.headers or ())}
-        received_at = headers.get("wapipe-received-at", b"").decode() or None
-        latest = rules.event_time_limit(received_at, now, ahead)
-        result = rules.normalize(message.value, received_at, latest)
-        if isinstance(result, rules.Rejected):
-            letter = rules.dead_letter(
-                result, message.value, source_topic=message.topic,
-                source_partition=message.partition, source_offset=message.offset,
-                key=message.key, received_at=received_at,
+class NormalizeJob:
+    name = "normalize"
+    timers: tuple[Timer, ...] = ()
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+        self.metrics = NormalizeMetrics(registry)
+        prefix = settings.topic_prefix
+        self.sources = (topics.RAW.name(prefix),)
+        self.tables = (Table(_SEEN, ttl_days=settings.dedupe_days + SWEEP_MARGIN_DAYS),)
+        self.topic_names = {spec.suffix: spec.name(prefix) for spec in topics.NORMALIZED}
+        self.deadletter = topics.DEADLETTER.name(prefix)
+        self.sweeper = SeenSweep(max_age_ms=settings.dedupe_days * _DAY_MS)
+        self.ahead = timedelta(seconds=settings.event_time_max_ahead_seconds)
+
+    def process(self, batch: PartitionBatch) -> None:
+        now = datetime.now(UTC)
+        now_ms = int(now.timestamp() * 1000)
+        reads = [self._read(record, now) for record in batch.records]
+        seen = batch.table(_SEEN)
+        known = seen.get_many({key for read in reads for key in _keys(read.result)})
+        for read in reads:
+            result = read.result
+            if isinstance(result, rules.Rejected):
+                self._dead_letter(batch, read, result)
+                continue
+            dedupe_key = result.dedupe_key.encode()
+            if known.get(dedupe_key) is not None:
+                self.metrics.events.labels("duplicate").inc()
+                continue
+            if result.id_key is not None:
+                id_key = result.id_key.encode()
+                earlier = known.get(id_key)
+                if earlier is not None and digest_of(earlier) != result.digest:
+                    self.metrics.id_reuse.inc()
+                    log.info("id reused for other content", id_key=result.id_key)
+                known[id_key] = first_seen = seen_value(now_ms, result.digest)
+                seen.put(id_key, first_seen)
+            known[dedupe_key] = first_seen = seen_value(now_ms)
+            seen.put(dedupe_key, first_seen)
+            occurred = result.occurred_at
+            batch.send(
+                self.topic_names[result.topic.suffix], result.key.encode(),
+                orjson.dumps(record_value(result.record)),
+                timestamp_ms=(int(occurred.timestamp() * 1000) if occurred is not None
+                              else record_time_ms(read.record)),
+                headers=[*read.headers, ("wapipe-dedupe-key", dedupe_key)],
             )  # fmt: skip
-            deliveries.append(await sinks[topics.DEADLETTER.suffix].send(
-                key=message.key, value=orjson.dumps(record_value(letter)),
-                timestamp=message.timestamp, headers=list(headers.items()),
-            ))  # fmt: skip
-            metrics.events.labels(f"deadletter_{result.kind.value}").inc()
-            continue
-        if result.dedupe_key in remembered or seen.get(result.dedupe_key) is not None:
-            metrics.events.labels("duplicate").inc()
-            continue
-        if result.id_key is not None:
-            earlier = remembered.get(result.id_key)
-            known = earlier[0] if earlier is not None else seen.get(result.id_key)
-            if known is not None and digest_of(known) != result.digest:
-                metrics.id_reuse.inc()
-                log.info("id reused for other content", id_key=result.id_key)
-            remembered[result.id_key] = (seen_value(now_ms, result.digest), event)
-        remembered[result.dedupe_key] = (seen_value(now_ms), event)
-        occurred = result.occurred_at
-        deliveries.append(await sinks[result.topic.suffix].send(
-            key=result.key.encode(), value=orjson.dumps(record_value(result.record)),
-            timestamp=occurred.timestamp() if occurred is not None else message.timestamp,
-            headers=[*headers.items(), ("wapipe-dedupe-key", result.dedupe_key.encode())],
-        ))  # fmt: skip
-        metrics.events.labels(result.topic.suffix).inc()
-    # Acknowledged first, remembered after: a crash in between re-sends, never loses.
-    await asyncio.gather(*deliveries)
-    for key, (value, event) in remembered.items():
-        with runtime.as_current_event(event):
-            seen[key] = value
-    last_of_partition = {event.message.partition: event for event in events}
-    for partition, event in last_of_partition.items():
-        metrics.expired.inc(sweep.sweep(partition, event, now_ms))
+            self.metrics.events.labels(result.topic.suffix).inc()
+        self.metrics.expired.inc(self.sweeper.sweep(batch.partition, seen, now_ms))
+
+    def dead_letter(self, record: Message, error: BaseException) -> Output:
+        return poison_letter(record, error, self.deadletter)
+
+    def _read(self, record: Message, now: datetime) -> _Read:
+        received_at = header(record, "wapipe-received-at")
+        latest = rules.event_time_limit(received_at, now, self.ahead)
+        return _Read(record, headers_of(record), received_at,
+                     rules.normalize(_value(record), received_at, latest))  # fmt: skip
+
+    def _dead_letter(self, batch: PartitionBatch, read: _Read, rejected: rules.Rejected) -> None:
+        record = read.record
+        topic, partition, offset = origin(record)
+        key = record.key()
+        letter = rules.dead_letter(
+            rejected, _value(record), source_topic=topic, source_partition=partition,
+            source_offset=offset, key=key, received_at=read.received_at,
+        )  # fmt: skip
+        batch.send(self.deadletter, key, orjson.dumps(record_value(letter)),
+                   timestamp_ms=record_time_ms(record), headers=read.headers)  # fmt: skip
+        self.metrics.events.labels(f"deadletter_{rejected.kind.value}").inc()
+
+
+def _value(record: Message) -> bytes:
+    return record.value() or b""
+
+
+def _keys(result: rules.Normalized | rules.Rejected) -> tuple[bytes, ...]:
+    if isinstance(result, rules.Rejected):
+        return ()
+    if result.id_key is None:
+        return (result.dedupe_key.encode(),)
+    return result.dedupe_key.encode(), result.id_key.encode()
+
+
+def create_job(settings: Settings, registry: CollectorRegistry) -> NormalizeJob:
+    return NormalizeJob(settings, registry)

@@ -160,6 +160,7 @@ class DeadLetterKind(StrEnum):
     UNKNOWN_EVENT_TYPE = "unknown_event_type"  # kept for a later version to replay
     SCHEMA_VIOLATION = "schema_violation"  # a known type whose shape we do not recognise
     INVALID_VALUE = "invalid_value"  # valid shape, but a value we cannot canonicalize
+    PROCESSING_ERROR = "processing_error"  # made a job fail (a bug): processors/dead_letters.py
 
 
 @dataclass(frozen=True)

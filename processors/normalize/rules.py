@@ -162,11 +162,11 @@ def dead_letter(
         source_offset=source_offset,
         key=key.decode(errors="replace") if key is not None else None,
         received_at=received_at,
-        **_original(raw),
+        **original_bytes(raw),
     )
 
 
-def _original(raw: bytes) -> dict[str, str]:
+def original_bytes(raw: bytes) -> dict[str, str]:
     # UTF-8 text when it is (always, from our ingester); else base64, never lossy.
     try:
         return {"original": raw.decode("utf-8"), "original_encoding": "utf-8"}

@@ -1,24 +1,26 @@
-"""The phones worker: phone-number and account events in; each number's state and the
+"""The phones job: phone-number and account events in; each number's state and the
 alerts out.
 
-One agent over `whatsapp.phone` (keyed by displayPhoneNumber) and
+On the stream engine, over `whatsapp.phone` (keyed by displayPhoneNumber) and
 `whatsapp.account` (keyed by businessAccountId), thin wiring around `rules`: a
 phone event updates its number's state (`whatsapp.phone_state`, compacted) and may
-raise alerts; an account event raises its alert and keeps no state. States and
-alerts are sent, acknowledged, and only then the states stored (`keyed_state`).
+raise alerts (`keyed_state`); an account event raises its alert and keeps no state,
+so the account topic's partitions need no table.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
-import faust
 import orjson
+from confluent_kafka import Message
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from processors import runtime
+from processors.alerts import Alert, alert_value
+from processors.dead_letters import poison_letter
+from processors.engine.job import Output, PartitionBatch, Table, Timer
 from processors.event_order import Applied
-from processors.keyed_state import KeyedBatch, StateRecords
+from processors.keyed_state import KeyedBatch, StateRecords, event_time_ms
 from processors.normalize.records import AccountEvent, PhoneEvent, record_from_value
 from processors.phones.rules import (
     TIER_RANK,
@@ -32,6 +34,7 @@ from wapipe import topics
 from wapipe.settings import Settings
 
 _GAUGE_SECONDS = 15.0
+_TABLE = "phones"
 
 
 class PhoneMetrics:
@@ -67,50 +70,70 @@ class PhoneMetrics:
                 self.tier.labels(state.display_phone_number, state.tier).set(rank)
 
 
-def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
-    registry = registry or CollectorRegistry()
-    metrics = PhoneMetrics(registry)
-    app = runtime.create_app(settings, "phones", registry)
-    prefix = settings.topic_prefix
-    account_name = topics.ACCOUNT.name(prefix)
-    sources = runtime.raw_topic(app, topics.PHONE.name(prefix), account_name)
-    alerts_topic = runtime.Sink(app, topics.ALERTS.name(prefix))
-    # displayPhoneNumber -> its state (JSON). No TTL: numbers are few and live for years.
-    states = app.Table("phones", key_type=str, value_type=str, default=None,
-                       options=runtime.table_options(settings))  # fmt: skip
-    records = StateRecords(
-        topic=runtime.Sink(app, topics.PHONE_STATE.name(prefix)),
-        value=phone_state_value, event_time=lambda state: state.updated_at,
-        dump=orjson.dumps, load=_load,  # orjson writes dataclasses natively
-    )  # fmt: skip
+class PhonesJob:
+    name = "phones"
 
-    @app.agent(sources, name="phone_states")
-    async def phone_states(stream: Any) -> None:
-        async def handle(events: list[Any]) -> None:
-            batch = KeyedBatch(states, records, alerts_topic, metrics.alerts)
-            for event in events:
-                key = event.message.key.decode()
-                value = orjson.loads(event.message.value)
-                if event.message.topic == account_name:
-                    alerts = account_alerts(record_from_value(AccountEvent, value))
-                    metrics.events.labels("account").inc()
-                else:
-                    before = batch.state(key, event)
-                    outcome = apply(before, record_from_value(PhoneEvent, value))
-                    metrics.events.labels(outcome.ignored or "applied").inc()
-                    batch.update(key, before, outcome.state, event)
-                    alerts = outcome.alerts
-                batch.alert(key, alerts)
-            await batch.publish_then_store()
+    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+        self.metrics = PhoneMetrics(registry)
+        prefix = settings.topic_prefix
+        # The table is partitioned as the phone topic; account events keep no state.
+        self.account_topic = topics.ACCOUNT.name(prefix)
+        self.sources = (topics.PHONE.name(prefix), self.account_topic)
+        # displayPhoneNumber -> its state (JSON). No TTL: numbers are few and live for years.
+        self.tables = (Table(_TABLE),)
+        self.timers = (Timer(_GAUGE_SECONDS, self.show_states),)
+        self.records = StateRecords(
+            table=_TABLE, topic=topics.PHONE_STATE.name(prefix), value=phone_state_value,
+            event_time=lambda state: state.updated_at, load=_load,
+            alerts_topic=topics.ALERTS.name(prefix),
+        )  # fmt: skip
+        self.alerts_topic = self.records.alerts_topic
+        self.deadletter = topics.DEADLETTER.name(prefix)
 
-        await runtime.handle_batches(stream, settings, "phones", handle)
+    def process(self, batch: PartitionBatch) -> None:
+        if batch.topic == self.account_topic:
+            self._account_alerts(batch)
+            return
+        keyed = KeyedBatch(batch, self.records, (_key(record) for record in batch.records))
+        for record in batch.records:
+            number = _key(record)
+            event = record_from_value(PhoneEvent, orjson.loads(record.value() or b""))
+            outcome = apply(keyed.state(number), event)
+            self.metrics.events.labels(outcome.ignored or "applied").inc()
+            keyed.update(number, outcome.state)
+            keyed.alert(number, outcome.alerts)
+            self._count(outcome.alerts)
+        keyed.send()
 
-    @app.timer(_GAUGE_SECONDS)  # type: ignore[untyped-decorator]
-    async def show_states() -> None:
+    def show_states(self, batches: Mapping[int, PartitionBatch], _now: float) -> None:
         """Every number of this worker's partitions in the gauges."""
-        metrics.show_all([_load(number, data) for number, data in list(states.items())])
+        self.metrics.show_all([_load(key.decode(), value) for batch in batches.values()
+                               for key, value in batch.table(_TABLE).items()])  # fmt: skip
 
-    return app
+    def dead_letter(self, record: Message, error: BaseException) -> Output:
+        return poison_letter(record, error, self.deadletter)
+
+    def _account_alerts(self, batch: PartitionBatch) -> None:
+        for record in batch.records:
+            event = record_from_value(AccountEvent, orjson.loads(record.value() or b""))
+            alerts = account_alerts(event)
+            self.metrics.events.labels("account").inc()
+            for alert in alerts:
+                batch.send(self.alerts_topic, record.key(), orjson.dumps(alert_value(alert)),
+                           timestamp_ms=event_time_ms(alert.occurred_at))  # fmt: skip
+            self._count(alerts)
+
+    def _count(self, alerts: tuple[Alert, ...]) -> None:
+        for alert in alerts:
+            self.metrics.alerts.labels(alert.type).inc()
+
+
+def create_job(settings: Settings, registry: CollectorRegistry) -> PhonesJob:
+    return PhonesJob(settings, registry)
+
+
+def _key(record: Message) -> str:
+    return (record.key() or b"").decode()
 
 
 def _load(number: str, data: str | bytes | None) -> PhoneState:

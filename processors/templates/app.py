@@ -1,31 +1,30 @@
-"""The templates worker: template events in; each template's state and its alerts out.
+"""The templates job: template events in; each template's state and its alerts out.
 
-One agent, thin wiring around `rules.apply` and `rules.end_pause`: it reads
-`whatsapp.template` and the internal `<prefix>.templates.ticks` (both keyed by
-templateId), applies each event to its template's state, sends the changed states
-to `whatsapp.template_state` (compacted) and the alerts to `whatsapp.alerts`,
-waits for Kafka's acknowledgement, then stores the states.
+Thin wiring around `rules.apply` and `rules.end_pause`, on the stream engine: per
+partition batch, the events (keyed by templateId) are applied to their templates'
+states in offset order; the changed states go to `whatsapp.template_state`
+(compacted) and the alerts to `whatsapp.alerts` (`keyed_state`).
 
-A timer looks for pauses that have ended. It does not change the state itself (a
-table write belongs to an event of the key's partition): it sends a tick for the
-template, which the agent applies like any event.
+A timer ends the pauses whose end has come, in the same loop and transaction as
+the events (no internal topic: a timer of the engine writes the table itself), and
+shows every template of the worker's partitions in the gauges.
 
-Exact under crashes like the other jobs (README, "Exact under crashes"): a
-replayed event is either applied again to the state before it, giving the same
-state and the same alert ids, or, when that state was stored, is a duplicate or
-older than the state and changes nothing.
+Exact under crashes as every job on the engine: a batch's states, alerts, table
+writes and input offsets commit in one transaction, or none of it does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
-import faust
 import orjson
+from confluent_kafka import Message
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from processors import runtime
+from processors.alerts import Alert
+from processors.dead_letters import poison_letter
+from processors.engine.job import Output, PartitionBatch, Table, Timer
 from processors.event_order import Applied
 from processors.keyed_state import KeyedBatch, StateRecords
 from processors.normalize import canonical
@@ -43,12 +42,15 @@ from wapipe.settings import Settings
 
 log = get_logger(__name__)
 
+_TABLE = "templates"
+
 
 class TemplateMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events = Counter(
             "wapipe_templates_events",
-            "Template events by outcome: applied, duplicate, stale (older than the state), tick.",
+            "Template events by outcome: applied, duplicate, stale (older than the state), "
+            "pause_ended (the timer ended a pause).",
             ["outcome"],
             registry=registry,
         )
@@ -84,68 +86,75 @@ class TemplateMetrics:
             gauge.clear()
 
 
-def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
-    registry = registry or CollectorRegistry()
-    metrics = TemplateMetrics(registry)
-    app = runtime.create_app(settings, "templates", registry)
-    prefix = settings.topic_prefix
-    ticks_name = topics.TEMPLATE_TICKS.name(prefix)
-    sources = runtime.raw_topic(app, topics.TEMPLATE.name(prefix), ticks_name)
-    ticks = runtime.Sink(app, ticks_name)
-    alerts_topic = runtime.Sink(app, topics.ALERTS.name(prefix))
-    policy = StrikePolicy(settings.template_pause_hours, settings.template_disabling_strike)
-    # templateId -> its state (JSON). No TTL: templates are few and live for years.
-    states = app.Table("templates", key_type=str, value_type=str, default=None,
-                       options=runtime.table_options(settings))  # fmt: skip
+class TemplatesJob:
+    name = "templates"
 
-    records = StateRecords(
-        topic=runtime.Sink(app, topics.TEMPLATE_STATE.name(prefix)),
-        value=template_state_value, event_time=lambda state: state.updated_at,
-        dump=orjson.dumps, load=_load,  # orjson writes dataclasses natively
-    )  # fmt: skip
+    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+        self.metrics = TemplateMetrics(registry)
+        prefix = settings.topic_prefix
+        self.sources = (topics.TEMPLATE.name(prefix),)
+        # templateId -> its state (JSON). No TTL: templates are few and live for years.
+        self.tables = (Table(_TABLE),)
+        self.timers = (Timer(settings.template_pause_check_seconds, self.end_pauses),)
+        self.policy = StrikePolicy(
+            settings.template_pause_hours, settings.template_disabling_strike
+        )
+        self.records = StateRecords(
+            table=_TABLE, topic=topics.TEMPLATE_STATE.name(prefix), value=template_state_value,
+            event_time=lambda state: state.updated_at, load=_load,
+            alerts_topic=topics.ALERTS.name(prefix),
+        )  # fmt: skip
+        self.deadletter = topics.DEADLETTER.name(prefix)
 
-    @app.agent(sources, name="template_states")
-    async def template_states(stream: Any) -> None:
-        async def handle(events: list[Any]) -> None:
-            batch = KeyedBatch(states, records, alerts_topic, metrics.alerts)
-            for event in events:
-                template_id = event.message.key.decode()
-                before = batch.state(template_id, event)
-                value = orjson.loads(event.message.value)
-                if event.message.topic == ticks_name:
-                    outcome = end_pause(before, value["now"])
-                    metrics.events.labels("tick").inc()
-                else:
-                    outcome = apply(before, record_from_value(TemplateEvent, value), policy)
-                    metrics.events.labels(outcome.ignored or "applied").inc()
-                if outcome.disagreement is not None:
-                    metrics.disagreements.inc()
-                    log.warning("Meta's strike count differs from ours; taking Meta's",
-                                template_id=template_id, ours=outcome.disagreement.ours,
-                                metas=outcome.disagreement.metas,
-                                title=outcome.disagreement.title)  # fmt: skip
-                batch.update(template_id, before, outcome.state, event)
-                batch.alert(template_id, outcome.alerts)
-            await batch.publish_then_store()
-            now = canonical.format_timestamp(datetime.now(UTC))
-            for state, _ in batch.changed.values():
-                metrics.show(state, now)
+    def process(self, batch: PartitionBatch) -> None:
+        keyed = KeyedBatch(batch, self.records, (_key(record) for record in batch.records))
+        for record in batch.records:
+            template_id = _key(record)
+            event = record_from_value(TemplateEvent, orjson.loads(record.value() or b""))
+            outcome = apply(keyed.state(template_id), event, self.policy)
+            self.metrics.events.labels(outcome.ignored or "applied").inc()
+            if outcome.disagreement is not None:
+                self.metrics.disagreements.inc()
+                log.warning("Meta's strike count differs from ours; taking Meta's",
+                            template_id=template_id, ours=outcome.disagreement.ours,
+                            metas=outcome.disagreement.metas,
+                            title=outcome.disagreement.title)  # fmt: skip
+            keyed.update(template_id, outcome.state)
+            self._alert(keyed, template_id, outcome.alerts)
+        keyed.send()
 
-        await runtime.handle_batches(stream, settings, "templates", handle)
+    def end_pauses(self, batches: Mapping[int, PartitionBatch], now_seconds: float) -> None:
+        """End the pauses whose end has come, and show every template of this worker's
+        partitions in the gauges (those of partitions gone elsewhere disappear)."""
+        now = canonical.format_timestamp(datetime.fromtimestamp(now_seconds, UTC))
+        self.metrics.clear_states()
+        for batch in batches.values():
+            states = [_load(key.decode(), value) for key, value in batch.table(_TABLE).items()]
+            keyed = KeyedBatch(batch, self.records, ())
+            for state in states:
+                outcome = end_pause(state, now)
+                if outcome.alerts:
+                    self.metrics.events.labels("pause_ended").inc()
+                    keyed.update(state.template_id, outcome.state)
+                    self._alert(keyed, state.template_id, outcome.alerts)
+                self.metrics.show(outcome.state, now)
+            keyed.send()
 
-    @app.timer(settings.template_pause_check_seconds)  # type: ignore[untyped-decorator]
-    async def notice_ended_pauses() -> None:
-        """Tick the templates whose pause has ended, and show every template's state in
-        the gauges (this worker's partitions)."""
-        now = canonical.format_timestamp(datetime.now(UTC))
-        metrics.clear_states()
-        for template_id, data in list(states.items()):
-            state = _load(template_id, data)
-            metrics.show(state, now)
-            if state.paused_until is not None and not state.disabled and state.paused_until <= now:
-                await ticks.send(template_id.encode(), orjson.dumps({"now": now}))
+    def dead_letter(self, record: Message, error: BaseException) -> Output:
+        return poison_letter(record, error, self.deadletter)
 
-    return app
+    def _alert(self, keyed: KeyedBatch[TemplateState], key: str, alerts: tuple[Alert, ...]) -> None:
+        keyed.alert(key, alerts)
+        for alert in alerts:
+            self.metrics.alerts.labels(alert.type).inc()
+
+
+def create_job(settings: Settings, registry: CollectorRegistry) -> TemplatesJob:
+    return TemplatesJob(settings, registry)
+
+
+def _key(record: Message) -> str:
+    return (record.key() or b"").decode()
 
 
 def _load(template_id: str, data: str | bytes | None) -> TemplateState:

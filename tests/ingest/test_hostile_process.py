@@ -450,6 +450,7 @@ async def test_nothing_invalid_reaches_the_typed_topics(
 async def _read_all(settings: Settings, topic: str, timeout: float = 60.0) -> list[ConsumerRecord]:
     """Every record of `topic` (one partition) up to its end offset now."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                isolation_level="read_committed",
                                 enable_auto_commit=False)  # fmt: skip
     await consumer.start()
     try:
@@ -472,6 +473,7 @@ async def _wait_for_commit(settings, group, topic, end, worker, tmp_path, timeou
     """Until `group` committed offset `end` of `topic`: normalize sent and Kafka
     acknowledged everything before it (it commits only after both)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+                                isolation_level="read_committed",
                                 enable_auto_commit=False)  # fmt: skip
     await consumer.start()
     try:

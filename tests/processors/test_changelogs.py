@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib
 
+from prometheus_client import CollectorRegistry
+
 from wapipe.settings import Settings
-from wapipe.topics import CHANGELOGS, CleanupPolicy
+from wapipe.topics import CHANGELOGS, CleanupPolicy, changelog
 
 JOBS = ("normalize", "funnel", "templates", "phones")
 
@@ -15,7 +17,12 @@ def test_every_table_has_its_changelog_in_the_topic_list(tmp_path):
     settings = Settings(topic_prefix="acme.whatsapp", home=tmp_path)
     names = set()
     for job in JOBS:
-        app = importlib.import_module(f"processors.{job}.app").create_app(settings)
-        names |= {table.changelog_topic.get_topic_name() for table in app.tables.values()}
+        module = importlib.import_module(f"processors.{job}.app")
+        if hasattr(module, "create_job"):  # on the stream engine
+            tables = module.create_job(settings, CollectorRegistry()).tables
+            names |= {changelog(job, table.name).name(settings.topic_prefix) for table in tables}
+        else:
+            app = module.create_app(settings)
+            names |= {table.changelog_topic.get_topic_name() for table in app.tables.values()}
     assert names == {spec.name(settings.topic_prefix) for spec in CHANGELOGS}
     assert {spec.cleanup_policy for spec in CHANGELOGS} == {CleanupPolicy.COMPACT}

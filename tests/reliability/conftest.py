@@ -244,6 +244,7 @@ async def follow_topic() -> AsyncIterator[Callable[..., Any]]:
     ) -> TopicFollower:
         consumer = AIOKafkaConsumer(
             spec.name(settings.topic_prefix), bootstrap_servers=settings.kafka_bootstrap,
+            isolation_level="read_committed",
             auto_offset_reset="earliest", enable_auto_commit=False,
         )  # fmt: skip
         await consumer.start()

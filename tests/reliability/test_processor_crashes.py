@@ -146,6 +146,7 @@ async def _typed_records(
             wanted[result.topic.suffix].add(result.dedupe_key)
     names = {spec.name(settings.topic_prefix): spec for spec in _TYPED}
     consumer = AIOKafkaConsumer(*names, bootstrap_servers=settings.kafka_bootstrap,
+                                isolation_level="read_committed",
                                 auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
     records: dict[TopicSpec, list[dict[str, Any]]] = {spec: [] for spec in _TYPED}
     seen: dict[str, set[str]] = {spec.suffix: set() for spec in _TYPED}

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from example_bodies import (
     EXAMPLE_NAMES,
     EXAMPLE_PATHS,
@@ -31,6 +32,7 @@ from example_bodies import (
 )
 
 import schemas
+from processors.dead_letters import poison_letter
 from processors.normalize.records import (
     AccountEvent,
     DeadLetter,
@@ -458,8 +460,26 @@ def test_dead_letter_is_valid(body: bytes, kind: DeadLetterKind) -> None:
     assert value["kind"] == kind.value
 
 
+def test_poison_letter_is_valid_and_keeps_the_record_to_replay() -> None:
+    body = b'{"eventType": "outbound_message_status_changed"}'
+    record = Message(topic="whatsapp.webhooks.raw", partition=3, offset=41, key=b"umid-1",
+                     value=body, headers=[("wapipe-received-at", RECEIVED_AT.encode())],
+                     timestamp=(TIMESTAMP_CREATE_TIME, 1_700_000_000_000))  # fmt: skip
+    output = poison_letter(record, KeyError("payload"), "whatsapp.deadletter")
+    value = orjson.loads(output.value or b"")
+    validator = topic_validator("deadletter")
+    assert validator.is_valid(value), errors(validator, value)
+    assert (output.topic, output.key, output.timestamp_ms) == (
+        "whatsapp.deadletter", b"umid-1", 1_700_000_000_000)  # fmt: skip
+    assert value["kind"] == DeadLetterKind.PROCESSING_ERROR.value
+    assert (value["sourcePartition"], value["sourceOffset"], value["original"]) == (
+        3, 41, body.decode())  # fmt: skip
+    assert "KeyError" in value["reason"]
+
+
 def test_dead_letters_cover_every_kind() -> None:
-    assert {param.values[1] for param in DEAD_LETTERS} == set(DeadLetterKind)
+    ruled = {param.values[1] for param in DEAD_LETTERS}
+    assert ruled | {DeadLetterKind.PROCESSING_ERROR} == set(DeadLetterKind)
 
 
 def test_dead_letter_without_key_or_with_a_binary_key_is_valid() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from ingest.metrics import IngestMetrics
+from processors.engine.metrics import EngineMetrics
 from wapipe.cli import PROCESSOR_JOBS
 from wapipe.settings import Settings
 
@@ -24,8 +25,13 @@ def exported_metric_names() -> set[str]:
     home = Path(tempfile.gettempdir()) / "wapipe-metrics-check"  # apps make state dirs
     settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="metrics.check", home=home)
     for module in PROCESSOR_JOBS.values():
-        registries.append(CollectorRegistry())
-        importlib.import_module(module).create_app(settings, registries[-1])
+        registry = CollectorRegistry()
+        registries.append(registry)
+        app = importlib.import_module(module)
+        if hasattr(app, "create_job"):  # on the stream engine: the job's and the engine's
+            EngineMetrics(registry, app.create_job(settings, registry).name)
+        else:
+            app.create_app(settings, registry)
     return {family.name for registry in registries for family in registry.collect()}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,14 @@ class StateAndAlerts:
         self.consumer = AIOKafkaConsumer(
             self.state_topic, topics.ALERTS.name(settings.topic_prefix),
             bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+            isolation_level="read_committed",
             enable_auto_commit=False,
         )  # fmt: skip
         self.states: dict[str, dict[str, Any]] = {}
         self.alerts: list[dict[str, Any]] = []
+        # A state record equal to its key's previous one: only a replay writes one (a job
+        # sends a state only when it changed).
+        self.repeated_states = 0
         self.validators = {True: schemas.validator(f"topics/{state.suffix}"),
                            False: schemas.validator("topics/alerts")}  # fmt: skip
 
@@ -65,6 +70,10 @@ class StateAndAlerts:
     @property
     def alert_ids(self) -> set[str]:
         return {alert["alertId"] for alert in self.alerts}
+
+    @property
+    def alert_counts(self) -> Counter[str]:
+        return Counter(alert["alertId"] for alert in self.alerts)
 
     async def until(self, condition: Callable[[], Any], worker: Any, log: Path, what: str,
                     timeout: float = 120.0) -> None:  # fmt: skip
@@ -91,19 +100,22 @@ class StateAndAlerts:
                 validator = self.validators[record.topic == self.state_topic]
                 assert validator.is_valid(value), next(validator.iter_errors(value)).message
                 if record.topic == self.state_topic:
-                    self.states[self.state_id(record, value)] = value
+                    state_id = self.state_id(record, value)
+                    self.repeated_states += self.states.get(state_id) == value
+                    self.states[state_id] = value
                 else:
                     self.alerts.append(value)
 
 
 async def run_with_sigkills(
     settings: Settings, job: str, state: TopicSpec, start_worker: Callable[..., Any], log: Path,
-    expected_states: dict[str, dict[str, Any]], expected_alert_ids: set[str],
-    kills_at: tuple[float, ...] = (0.3, 0.6), **environment: str,
+    expected_states: dict[str, dict[str, Any]], expected_alerts: Counter[str],
+    kills_at: tuple[float, ...] = (0.25, 0.5, 0.75), **environment: str,
 ) -> StateAndAlerts:  # fmt: skip
     """Run `wapipe process <job>`, SIGKILL it and restart it when the given shares of
-    the expected states have arrived, and read until the states are the expected ones
-    and every expected alert came; returns what was read."""
+    the expected states have arrived, read until the states are the expected ones and
+    every expected alert came, stop the worker and read to the end: every alert came
+    exactly as often as the rules raise it, and no state record was written twice."""
     worker = start_worker(job, settings, **environment)
     async with StateAndAlerts(settings, state) as outputs:
         for share in kills_at:
@@ -113,9 +125,19 @@ async def run_with_sigkills(
             worker.wait()
             worker = start_worker(job, settings, **environment)
         await outputs.until(
-            lambda: outputs.states == expected_states and outputs.alert_ids >= expected_alert_ids,
+            lambda: outputs.states == expected_states and outputs.alert_ids >= set(expected_alerts),
             worker, log, "the exact final states and every alert",
         )  # fmt: skip
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, _tail(log)
+        await outputs.drain()
+    repeated_alerts = (outputs.alert_counts - expected_alerts).total()
+    print(f"\n{job} after {len(kills_at)} SIGKILLs: {len(outputs.states)} states, "
+          f"{len(outputs.alerts)} alerts; {outputs.repeated_states} state records and "
+          f"{repeated_alerts} alerts written twice")  # fmt: skip
+    assert outputs.states == expected_states
+    assert outputs.alert_counts == expected_alerts, f"{repeated_alerts} alerts written twice"
+    assert outputs.repeated_states == 0, f"{outputs.repeated_states} state records written twice"
     return outputs
 
 

@@ -173,6 +173,7 @@ async def _write(bootstrap: str, topic: str, values: list[bytes]) -> None:
 
 async def _read(bootstrap: str, topic: str, count: int) -> list[bytes]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                isolation_level="read_committed",
                                 auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
     await consumer.start()
     values: list[bytes] = []

@@ -135,6 +135,7 @@ class _Follower:
         self.consumer = AIOKafkaConsumer(
             self.state_topic, topics.FUNNEL.name(settings.topic_prefix),
             bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+            isolation_level="read_committed",
             enable_auto_commit=False,
         )  # fmt: skip
 

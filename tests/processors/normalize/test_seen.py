@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import time
 
-import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -19,12 +18,12 @@ DAY_MS = 86_400_000
 
 
 def test_values_hold_when_first_seen_and_an_ids_digest() -> None:
-    assert seen_value(1_700_000_000_000) == "1700000000000"
-    assert seen_value(1_700_000_000_000, "ab12") == "1700000000000:ab12"
-    assert (first_seen_ms("1700000000000:ab12"), digest_of("1700000000000:ab12")) == (
+    assert seen_value(1_700_000_000_000) == b"1700000000000"
+    assert seen_value(1_700_000_000_000, "ab12") == b"1700000000000:ab12"
+    assert (first_seen_ms(b"1700000000000:ab12"), digest_of(b"1700000000000:ab12")) == (
         1_700_000_000_000, "ab12")  # fmt: skip
-    assert digest_of("1700000000000") is None
-    assert first_seen_ms("ab12") is None  # a value without a time is never swept
+    assert digest_of(b"1700000000000") is None
+    assert first_seen_ms(b"ab12") is None  # a value without a time is never swept
 
 
 @pytest.mark.kafka
@@ -32,7 +31,7 @@ def test_values_hold_when_first_seen_and_an_ids_digest() -> None:
 async def test_expired_keys_get_tombstones_and_fresh_ones_stay(
     kafka_settings, start_worker, tmp_path
 ):
-    changelog = f"{kafka_settings.topic_prefix}.normalize-seen-changelog"
+    changelog = topics.changelog("normalize", "seen").name(kafka_settings.topic_prefix)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap)
     await admin.start()
     try:
@@ -42,16 +41,16 @@ async def test_expired_keys_get_tombstones_and_fresh_ones_stay(
         await admin.close()
     now = int(time.time() * 1000)
     remembered = {
-        "old-dedupe-key": seen_value(now - 15 * DAY_MS),  # older than WAPIPE_DEDUPE_DAYS (14)
-        "old-id-key": seen_value(now - 20 * DAY_MS, "ab12"),
-        "fresh-dedupe-key": seen_value(now - 13 * DAY_MS),
-        "fresh-id-key": seen_value(now, "cd34"),
+        b"old-dedupe-key": seen_value(now - 15 * DAY_MS),  # older than WAPIPE_DEDUPE_DAYS (14)
+        b"old-id-key": seen_value(now - 20 * DAY_MS, "ab12"),
+        b"fresh-dedupe-key": seen_value(now - 13 * DAY_MS),
+        b"fresh-id-key": seen_value(now, "cd34"),
     }
     producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.kafka_bootstrap)
     await producer.start()
     try:
-        for key, value in remembered.items():  # as faust writes them: JSON key and value
-            await producer.send_and_wait(changelog, orjson.dumps(value), key=orjson.dumps(key))
+        for key, value in remembered.items():  # raw bytes, as the engine writes them
+            await producer.send_and_wait(changelog, value, key=key)
         for path in EXAMPLE_PATHS[:5]:  # events, so that batches (and sweeps) run
             await producer.send_and_wait(topics.RAW.name(kafka_settings.topic_prefix),
                                          path.read_bytes(), key=path.name.encode())  # fmt: skip
@@ -60,16 +59,17 @@ async def test_expired_keys_get_tombstones_and_fresh_ones_stay(
 
     worker = start_worker("normalize", kafka_settings)
     consumer = AIOKafkaConsumer(changelog, bootstrap_servers=kafka_settings.kafka_bootstrap,
+                                isolation_level="read_committed",
                                 auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
     await consumer.start()
-    tombstones: set[str] = set()
+    tombstones: set[bytes] = set()
     deadline = time.monotonic() + 90
     try:
-        while tombstones != {"old-dedupe-key", "old-id-key"}:
+        while tombstones != {b"old-dedupe-key", b"old-id-key"}:
             assert worker.poll() is None, (tmp_path / "normalize.log").read_text()[-3000:]
             assert time.monotonic() < deadline, f"tombstones so far: {sorted(tombstones)}"
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                tombstones |= {orjson.loads(r.key) for r in records if r.value is None}
+                tombstones |= {r.key for r in records if r.value is None}
     finally:
         await consumer.stop()
         worker.send_signal(signal.SIGTERM)

@@ -1,0 +1,447 @@
+"""The batch loop: one worker of one job, exactly once through Kafka transactions.
+
+Each round:
+1. consume up to `batch_size` records (or what came within `batch_seconds`);
+2. hand each source partition's records to the job with views of that partition's
+   tables (`PartitionBatch`); run the job's timers that are due;
+3. in one transaction: produce every output and one changelog record per changed
+   key, send the input offsets with the consumer's group metadata, commit;
+4. only then apply the writes to RocksDB, each table partition in one write batch
+   with its new checkpoint (`state.store`).
+
+Hence outputs, changelogs and input offsets commit together or not at all, and a
+store never holds a write its changelog lacks. A crash anywhere before the commit
+leaves nothing a read_committed reader sees, and the restart processes the same
+records again from the committed offsets; a crash after it leaves a store behind its
+changelog, which restoring from the checkpoint mends. A worker whose partitions
+moved on while it was stopped (a zombie) cannot commit: the group coordinator
+refuses offsets of an old generation, and a restarted worker with the same
+`transactional.id` fences the old one at `init_transactions`.
+
+Rebalances happen only inside `consume`, between batches, when no transaction is
+open. A newly assigned partition is paused until its stores are restored: first the
+input's committed offsets are read with `require_stable` (read_committed does so),
+which waits until a predecessor's transaction on them has ended, so that the
+changelog's end read next holds everything that predecessor committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from processors.engine import kafka
+from processors.engine.job import Job, PartitionBatch, origin
+from processors.engine.metrics import EngineMetrics, Heartbeat, WebServer
+from processors.engine.state.restore import CheckpointAhead, restore
+from processors.engine.state.store import Store, StoreOptions
+from processors.engine.state.view import TableView
+from wapipe.logs import get_logger
+
+log = get_logger(__name__)
+
+_GAUGE_SECONDS = 2.0
+_MEMORY_SECONDS = 10.0
+_PRODUCE_RETRY_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    kafka: kafka.KafkaOptions
+    state_dir: Path  # one directory per table partition below it
+    changelogs: Mapping[str, str]  # table name -> its changelog topic
+    store: StoreOptions
+    batch_size: int = 500
+    batch_seconds: float = 0.05
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    # The broker refusing this many batches in a row ends the worker (exit non-zero).
+    max_failed_batches: int = 5
+    # How long the restore and the commit calls may wait for the broker.
+    broker_timeout_seconds: float = 60.0
+
+
+class EngineError(Exception):
+    """The worker cannot go on (the message says why); its supervisor restarts it."""
+
+
+class _Aborted(Exception):
+    """A batch's transaction was aborted: its records are processed again."""
+
+
+class Worker:
+    """One worker of `job`: `run()` until `stop()` (a signal handler may call it)."""
+
+    def __init__(self, job: Job, config: EngineConfig, registry: CollectorRegistry) -> None:
+        missing = {table.name for table in job.tables} - set(config.changelogs)
+        if missing:
+            raise ValueError(f"{job.name}: no changelog topic for the tables {sorted(missing)}")
+        self.job, self.config = job, config
+        self.metrics = EngineMetrics(registry, job.name)
+        self.heartbeat = Heartbeat(limit=max(30.0, 3 * config.broker_timeout_seconds))
+        self.web = WebServer(config.web_host, config.web_port, registry,
+                             self.heartbeat.alive, self._ready)  # fmt: skip
+        self.consumer = kafka.consumer(config.kafka)
+        self.producer = kafka.producer(config.kafka)
+        self.restorer = kafka.restore_consumer(config.kafka)
+        # Partition p of the first source -> table -> the store of its partition p.
+        self.stores: dict[int, dict[str, Store]] = {}
+        self._state_source = job.sources[0]
+        self._to_restore: list[TopicPartition] = []
+        self._stopping = False
+        self._polled = False
+        self._failed_batches = 0
+        self._timers_due = [time.monotonic() + timer.every_seconds for timer in job.timers]
+        self._gauges_due = self._memory_due = 0.0
+
+    # --- running ------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.web.start()
+        try:
+            self.producer.init_transactions(self.config.broker_timeout_seconds)
+            self.consumer.subscribe(list(self.job.sources), on_assign=self._on_assign,
+                                    on_revoke=self._on_revoke, on_lost=self._on_lost)  # fmt: skip
+            log.info("worker started", job=self.job.name, sources=self.job.sources,
+                     transactional_id=self.config.kafka.transactional_id)  # fmt: skip
+            while not self._stopping:
+                self._round()
+        finally:
+            self._close()
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit it, leave the group, close the stores."""
+        self._stopping = True
+
+    def _round(self) -> None:
+        self.heartbeat.beat()
+        if self._to_restore:
+            self._restore()
+        messages = self.consumer.consume(self.config.batch_size, self.config.batch_seconds)
+        self._polled = True
+        started = time.perf_counter()
+        groups = self._by_partition(messages)
+        batches = {tp: self._process(*tp, records) for tp, records in groups.items()}
+        self._run_timers(batches)
+        if batches:
+            offsets = [TopicPartition(topic, partition, origin(records[-1])[2] + 1)
+                       for (topic, partition), records in groups.items()]  # fmt: skip
+            try:
+                checkpoints = self._commit(list(batches.values()), offsets)
+            except _Aborted:
+                self._rewind(groups)
+            else:
+                self._store(batches.values(), checkpoints)
+                self.metrics.records.inc(len(messages))
+                self.metrics.batch_records.observe(len(messages))
+                self.metrics.batch_duration.observe(time.perf_counter() - started)
+        self._update_gauges()
+
+    def _by_partition(self, messages: list[Message]) -> dict[tuple[str, int], list[Message]]:
+        groups: dict[tuple[str, int], list[Message]] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise EngineError(f"the consumer failed: {error}")
+                log.warning("consumer error", job=self.job.name, error=str(error))
+                continue
+            topic, partition, _ = origin(message)
+            key = (topic, partition)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [message]
+            else:
+                group.append(message)
+        return groups
+
+    # --- the job ------------------------------------------------------------------------------
+    def _views(self, topic: str, partition: int) -> dict[str, TableView]:
+        if not self.job.tables or topic != self._state_source:
+            return {}
+        stores = self.stores.get(partition)
+        if stores is None:  # paused until restored, so no record can get here
+            raise EngineError(f"records of {topic} [{partition}] before its restore")
+        return {name: TableView(store) for name, store in stores.items()}
+
+    def _process(self, topic: str, partition: int, records: list[Message]) -> PartitionBatch:
+        batch = PartitionBatch(topic, partition, records, self._views(topic, partition))
+        try:
+            self.job.process(batch)
+            return batch
+        except Exception:  # one of the records is poison: find which, one by one
+            log.warning("batch failed; retrying its records one at a time", job=self.job.name,
+                        partition=partition, records=len(records), exc_info=True)  # fmt: skip
+        batch = PartitionBatch(topic, partition, records, self._views(topic, partition))
+        for record in records:
+            alone = batch.fork([record])
+            try:
+                self.job.process(alone)
+            except Exception as error:
+                self.metrics.poison.inc()
+                log.error("poison record sent to the dead letters", job=self.job.name,
+                          topic=record.topic(), partition=partition, offset=record.offset(),
+                          error=repr(error), exc_info=True)  # fmt: skip
+                batch.outputs.append(self.job.dead_letter(record, error))
+            else:
+                alone.merge_into(batch)
+        return batch
+
+    def _run_timers(self, batches: dict[tuple[str, int], PartitionBatch]) -> None:
+        now = time.monotonic()
+        due = [i for i, at in enumerate(self._timers_due) if at <= now]
+        if not due:
+            return
+        source = self._state_source
+        restored: dict[int, PartitionBatch] = {}
+        for partition in self.stores:  # the restored partitions (timers are stateful work)
+            batch = batches.get((source, partition))
+            if batch is None:
+                batch = batches[(source, partition)] = PartitionBatch(
+                    source, partition, [], self._views(source, partition))  # fmt: skip
+            restored[partition] = batch
+        for index in due:
+            self.job.timers[index].run(restored, time.time())
+        for index in due:
+            self._timers_due[index] = now + self.job.timers[index].every_seconds
+
+    # --- the transaction ----------------------------------------------------------------------
+    def _commit(
+        self, batches: list[PartitionBatch], offsets: list[TopicPartition]
+    ) -> dict[tuple[str, int], int]:
+        """Produce, send the offsets, commit; the changelog checkpoints (table, partition) ->
+        the offset after its last record. Raises _Aborted when the transaction was aborted."""
+        started = time.perf_counter()
+        checkpoints: dict[tuple[str, int], int] = {}
+        timeout = self.config.broker_timeout_seconds
+        try:
+            self.producer.begin_transaction()
+            for batch in batches:
+                for output in batch.outputs:
+                    self._produce(output.topic, output.key, output.value, None,
+                                  output.timestamp_ms, output.headers)  # fmt: skip
+                for table, view in batch.tables.items():
+                    self._produce_changelog(table, batch.partition, view, checkpoints)
+            offsets = [tp for tp in offsets if tp.offset >= 0]
+            if offsets:
+                self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), timeout)  # fmt: skip
+            self._commit_transaction(timeout)
+        except KafkaException as exception:
+            self._abort(exception)
+        self.producer.poll(0)  # serve the delivery reports that carry the checkpoints
+        self._failed_batches = 0
+        self.metrics.commit_duration.observe(time.perf_counter() - started)
+        return checkpoints
+
+    def _produce_changelog(
+        self, table: str, partition: int, view: TableView, checkpoints: dict[tuple[str, int], int]
+    ) -> None:
+        if not view.writes:
+            return
+        topic = self.config.changelogs[table]
+        *first, (last_key, last_value) = view.writes.items()
+        for key, value in first:
+            self._produce(topic, key, value, partition)
+
+        def delivered(error: confluent_kafka.KafkaError | None, message: Message) -> None:
+            if error is None:
+                checkpoints[(table, partition)] = origin(message)[2] + 1
+
+        self._produce(topic, last_key, last_value, partition, on_delivery=delivered)
+
+    def _produce(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+        timestamp_ms: int | None = None, headers: list[tuple[str, bytes]] | None = None,
+        on_delivery: object = None,
+    ) -> None:  # fmt: skip
+        arguments: dict[str, Any] = {"key": key, "value": value}
+        if partition is not None:
+            arguments["partition"] = partition
+        if timestamp_ms is not None:
+            arguments["timestamp"] = timestamp_ms
+        if headers:
+            arguments["headers"] = headers
+        if on_delivery is not None:
+            arguments["on_delivery"] = on_delivery
+        while True:
+            try:
+                self.producer.produce(topic, **arguments)
+                return
+            except BufferError:  # librdkafka's queue is full: let it send
+                self.producer.poll(_PRODUCE_RETRY_SECONDS)
+
+    def _commit_transaction(self, timeout: float) -> None:
+        for _ in range(self.config.max_failed_batches):
+            try:
+                self.producer.commit_transaction(timeout)
+                return
+            except KafkaException as exception:
+                error = kafka.kafka_error(exception)
+                if error is None or not error.retriable():
+                    raise
+                log.warning("commit failed; retrying", job=self.job.name, error=str(error))
+        self.producer.commit_transaction(timeout)
+
+    def _abort(self, exception: KafkaException) -> None:
+        error = kafka.kafka_error(exception)
+        if error is not None and error.fatal():
+            raise EngineError(
+                f"the producer was fenced or failed fatally ({error}): another worker with "
+                "this WAPIPE_PROCESSOR_INSTANCE took over, or the broker lost the transaction"
+            ) from exception
+        self._failed_batches += 1
+        self.metrics.aborted.inc()
+        log.warning("transaction aborted; the batch will be processed again",
+                    job=self.job.name, error=str(error or exception),
+                    failed_in_a_row=self._failed_batches)  # fmt: skip
+        try:
+            self.producer.abort_transaction(self.config.broker_timeout_seconds)
+        except KafkaException as abort_exception:
+            raise EngineError(f"aborting the transaction failed: {abort_exception}") from None
+        if self._failed_batches >= self.config.max_failed_batches:
+            raise EngineError(f"the broker refused {self._failed_batches} batches in a row; "
+                              f"the last said: {error or exception}")  # fmt: skip
+        raise _Aborted from exception
+
+    def _rewind(self, groups: Mapping[tuple[str, int], list[Message]]) -> None:
+        """Back to each aborted partition's first record (those still ours: a partition
+        lost meanwhile is revoked at the next consume)."""
+        for (topic, partition), records in groups.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, origin(records[0])[2]))
+            except KafkaException as exception:
+                log.info("not rewound (no longer assigned)", job=self.job.name, topic=topic,
+                         partition=partition, error=str(exception))  # fmt: skip
+
+    def _store(self, batches: object, checkpoints: Mapping[tuple[str, int], int]) -> None:
+        for batch in batches:  # type: ignore[attr-defined]
+            for table, view in batch.tables.items():
+                if view.writes:
+                    checkpoint = checkpoints.get((table, batch.partition))
+                    if checkpoint is None:  # committed, so delivered: a missing report is a bug
+                        raise EngineError(f"no delivery report for {table} [{batch.partition}]")
+                    view.store.apply(view.writes, checkpoint)
+
+    # --- partitions coming and going ----------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels(self.job.name, "assigned").inc(len(partitions))
+        consumer.incremental_assign(partitions)
+        log.info("partitions assigned", job=self.job.name,
+                 partitions=_names(partitions))  # fmt: skip
+        stateful = [tp for tp in partitions if tp.topic == self._state_source]
+        if self.job.tables and stateful:
+            consumer.pause(stateful)  # until their stores are restored
+            self._to_restore.extend(stateful)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._give_up(consumer, partitions, "revoked")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._give_up(consumer, partitions, "lost")
+
+    def _give_up(self, consumer: Consumer, partitions: list[TopicPartition], kind: str) -> None:
+        self.metrics.rebalances.labels(self.job.name, kind).inc(len(partitions))
+        log.info(f"partitions {kind}", job=self.job.name, partitions=_names(partitions))
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._to_restore = [tp for tp in self._to_restore if (tp.topic, tp.partition) not in gone]
+        for tp in partitions:
+            if tp.topic == self._state_source:
+                for store in self.stores.pop(tp.partition, {}).values():
+                    store.close()
+        consumer.incremental_unassign(partitions)
+
+    def _restore(self) -> None:
+        partitions, self._to_restore = self._to_restore, []
+        timeout = self.config.broker_timeout_seconds
+        # Stable offsets: a predecessor's open transaction on these partitions ends first.
+        self.consumer.committed(partitions, timeout=timeout)
+        for tp in partitions:
+            self.stores[tp.partition] = {
+                table.name: self._restored(table.name, table.ttl_days, tp.partition)
+                for table in self.job.tables
+            }
+        self.consumer.resume(partitions)
+
+    def _restored(self, table: str, ttl_days: int | None, partition: int) -> Store:
+        path = self.config.state_dir / f"{table}-{partition}"
+        options = StoreOptions(self.config.store.write_buffer_mb,
+                               self.config.store.block_cache_mb, ttl_days)  # fmt: skip
+        changelog = TopicPartition(self.config.changelogs[table], partition)
+        store = Store(path, options)
+        remaining = self.metrics.restore_remaining.labels(self.job.name, table)
+        restored = self.metrics.restored.labels(self.job.name, table)
+        counted = 0
+
+        def progress(records: int, left: int) -> None:
+            nonlocal counted
+            restored.inc(records - counted)
+            counted = records
+            remaining.set(left)
+            self.heartbeat.beat()
+
+        try:
+            report = restore(store, self.restorer, changelog, progress,
+                             self.config.broker_timeout_seconds)  # fmt: skip
+        except CheckpointAhead as ahead:
+            log.warning("store ahead of its changelog; restoring it from the start",
+                        job=self.job.name, table=table, partition=partition,
+                        reason=str(ahead))  # fmt: skip
+            store.wipe()
+            store = Store(path, options)
+            report = restore(store, self.restorer, changelog, progress,
+                             self.config.broker_timeout_seconds)  # fmt: skip
+        remaining.set(0)
+        if report.records:
+            log.info("table restored", job=self.job.name, table=table, partition=partition,
+                     records=report.records, seconds=round(report.seconds, 3),
+                     records_per_second=round(report.records / max(report.seconds, 1e-9)),
+                     start=report.start, end=report.end)  # fmt: skip
+        return store
+
+    # --- observing ----------------------------------------------------------------------------
+    def _ready(self) -> bool:
+        return self._polled and not self._to_restore and self.heartbeat.alive()
+
+    def _update_gauges(self) -> None:
+        now = time.monotonic()
+        if now >= self._gauges_due:
+            self._gauges_due = now + _GAUGE_SECONDS
+            lag = self.metrics.consumer_lag
+            lag.clear()
+            for tp in self.consumer.position(self.consumer.assignment()):
+                _, end = self.consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and end >= 0:
+                    lag.labels(self.job.name, tp.topic, str(tp.partition)).set(end - tp.offset)
+        if now >= self._memory_due:
+            self._memory_due = now + _MEMORY_SECONDS
+            totals: dict[tuple[str, str], int] = {}
+            for stores in self.stores.values():
+                for table, store in stores.items():
+                    for kind, value in store.memory_bytes():
+                        totals[(table, kind)] = totals.get((table, kind), 0) + value
+            for (table, kind), value in totals.items():
+                self.metrics.rocksdb_memory.labels(self.job.name, table, kind).set(value)
+
+    def _close(self) -> None:
+        with contextlib.suppress(RuntimeError):  # closed already
+            self.consumer.close()  # leaves the group; revokes (and closes) every store
+        for stores in self.stores.values():
+            for store in stores.values():
+                store.close()
+        self.stores.clear()
+        self.restorer.close()
+        self.producer.flush(5)
+        self.web.stop()
+        log.info("worker stopped", job=self.job.name)
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
