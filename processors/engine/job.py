@@ -3,11 +3,11 @@ function from one partition's records (with a view of that partition's tables) t
 outputs and table writes. The engine knows nothing else of any job.
 
 A job's `process` sees one `PartitionBatch`: the records of one source partition in
-offset order, the tables of that partition, and `send` for its outputs. The tables
-are partitioned as the job's first source: partition p of every table goes with
-partition p of that topic. Records of the job's other sources (if any) see no
-tables, so their work is stateless (phones' account alerts): that is what lets the
-group assign each topic's partitions on their own. Whatever it
+offset order, the tables of that partition, and `send` for its outputs. Tables are
+partitioned as the sources: partition p of every table goes with partition p of
+every source (co-partitioned: a key must be in the same partition of each topic it
+is read from, as murmur2 on the same key and partition count gives), and the
+records of all of them see the same state within a round. Whatever it
 sends and writes commits in the batch's Kafka transaction, with the input offsets, or
 not at all; a job never waits for Kafka and never needs to be idempotent towards a
 replay (a replay only follows an abort, which left no trace downstream).
@@ -117,7 +117,7 @@ class Timer:
 
 class Job(Protocol):
     name: str  # the consumer group is `<prefix>.<name>`
-    sources: tuple[str, ...]  # the tables are partitioned as the first
+    sources: tuple[str, ...]  # of equal partition counts when the job has tables
     tables: tuple[Table, ...]
     timers: tuple[Timer, ...]
 

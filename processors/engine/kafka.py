@@ -1,8 +1,9 @@
 """The engine's Kafka clients (librdkafka, through confluent-kafka) and their settings.
 
 - The consumer joins the job's group with `cooperative-sticky` assignment (a worker
-  joining or leaving moves only the partitions it must), reads `read_committed`, and
-  never commits by itself: offsets commit inside each batch's transaction.
+  joining or leaving moves only the partitions it must) or, for a job whose sources
+  must be co-partitioned, `range`; it reads `read_committed` and never commits by
+  itself: offsets commit inside each batch's transaction.
 - The producer is transactional with a stable `transactional.id` per worker slot, so
   a restarted worker fences its predecessor's open transaction at once; a worker that
   dies without a successor holds back read_committed readers for at most the
@@ -47,11 +48,13 @@ def _common(options: KafkaOptions, client_id: str) -> dict[str, Any]:
     }
 
 
-def consumer(options: KafkaOptions) -> confluent_kafka.Consumer:
+def consumer(options: KafkaOptions, *, cooperative: bool = True) -> confluent_kafka.Consumer:
+    """`cooperative`: cooperative-sticky assignment; else `range`, which co-partitions the
+    subscribed topics (partition p of each to the same member: engine.loop says why)."""
     return confluent_kafka.Consumer({
         **_common(options, f"{options.transactional_id}.consumer"),
         "group.id": options.group_id,
-        "partition.assignment.strategy": "cooperative-sticky",
+        "partition.assignment.strategy": "cooperative-sticky" if cooperative else "range",
         "isolation.level": "read_committed",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,

@@ -18,6 +18,14 @@ moved on while it was stopped (a zombie) cannot commit: the group coordinator
 refuses offsets of an old generation, and a restarted worker with the same
 `transactional.id` fences the old one at `init_transactions`.
 
+A job's tables are partitioned as its sources: partition p of every table goes with
+partition p of every source, and within a round the records of all of them see
+(and write) the same view of it. A job with tables and several sources must have
+its sources co-partitioned, so it gets the `range` assignor, which gives partition
+p of every topic of equal partition count to the same worker (eager rebalances:
+every partition is revoked and assigned again, its stores reopened from their
+checkpoints); every other job gets `cooperative-sticky`.
+
 Rebalances happen only inside `consume`, between batches, when no transaction is
 open. A newly assigned partition is paused until its stores are restored: first the
 input's committed offsets are read with `require_stable` (read_committed does so),
@@ -47,6 +55,8 @@ from processors.engine.state.view import TableView
 from wapipe.logs import get_logger
 
 log = get_logger(__name__)
+
+Views = dict[int, dict[str, TableView]]  # partition -> table -> this round's view of it
 
 _GAUGE_SECONDS = 2.0
 _MEMORY_SECONDS = 10.0
@@ -89,12 +99,12 @@ class Worker:
         self.heartbeat = Heartbeat(limit=max(30.0, 3 * config.broker_timeout_seconds))
         self.web = WebServer(config.web_host, config.web_port, registry,
                              self.heartbeat.alive, self._ready)  # fmt: skip
-        self.consumer = kafka.consumer(config.kafka)
+        # Several sources with tables: co-partitioned, so the eager `range` assignor.
+        self._copartitioned = bool(job.tables) and len(job.sources) > 1
+        self.consumer = kafka.consumer(config.kafka, cooperative=not self._copartitioned)
         self.producer = kafka.producer(config.kafka)
         self.restorer = kafka.restore_consumer(config.kafka)
-        # Partition p of the first source -> table -> the store of its partition p.
-        self.stores: dict[int, dict[str, Store]] = {}
-        self._state_source = job.sources[0]
+        self.stores: dict[int, dict[str, Store]] = {}  # partition -> table -> its store
         self._to_restore: list[TopicPartition] = []
         self._stopping = False
         self._polled = False
@@ -107,6 +117,8 @@ class Worker:
         self.web.start()
         try:
             self.producer.init_transactions(self.config.broker_timeout_seconds)
+            if self._copartitioned:
+                self._check_copartitioned()
             self.consumer.subscribe(list(self.job.sources), on_assign=self._on_assign,
                                     on_revoke=self._on_revoke, on_lost=self._on_lost)  # fmt: skip
             log.info("worker started", job=self.job.name, sources=self.job.sources,
@@ -115,6 +127,15 @@ class Worker:
                 self._round()
         finally:
             self._close()
+
+    def _check_copartitioned(self) -> None:
+        metadata = self.consumer.list_topics(timeout=self.config.broker_timeout_seconds)
+        counts = {topic: len(metadata.topics[topic].partitions) for topic in self.job.sources
+                  if topic in metadata.topics and metadata.topics[topic].error is None}  # fmt: skip
+        if len(set(counts.values())) > 1:
+            raise EngineError(f"{self.job.name} reads its sources co-partitioned (partition p "
+                              f"of each with its tables' partition p), but their partition "
+                              f"counts differ: {counts}")  # fmt: skip
 
     def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group, close the stores."""
@@ -128,17 +149,19 @@ class Worker:
         self._polled = True
         started = time.perf_counter()
         groups = self._by_partition(messages)
-        batches = {tp: self._process(*tp, records) for tp, records in groups.items()}
-        self._run_timers(batches)
+        views: Views = {}
+        batches = [self._process(topic, partition, records, self._views(views, partition))
+                   for (topic, partition), records in groups.items()]  # fmt: skip
+        batches += self._run_timers(views)
         if batches:
             offsets = [TopicPartition(topic, partition, origin(records[-1])[2] + 1)
                        for (topic, partition), records in groups.items()]  # fmt: skip
             try:
-                checkpoints = self._commit(list(batches.values()), offsets)
+                checkpoints = self._commit(batches, views, offsets)
             except _Aborted:
                 self._rewind(groups)
             else:
-                self._store(batches.values(), checkpoints)
+                self._store(views, checkpoints)
                 self.metrics.records.inc(len(messages))
                 self.metrics.batch_records.observe(len(messages))
                 self.metrics.batch_duration.observe(time.perf_counter() - started)
@@ -163,23 +186,35 @@ class Worker:
         return groups
 
     # --- the job ------------------------------------------------------------------------------
-    def _views(self, topic: str, partition: int) -> dict[str, TableView]:
-        if not self.job.tables or topic != self._state_source:
-            return {}
-        stores = self.stores.get(partition)
-        if stores is None:  # paused until restored, so no record can get here
-            raise EngineError(f"records of {topic} [{partition}] before its restore")
-        return {name: TableView(store) for name, store in stores.items()}
+    def _views(self, views: Views, partition: int) -> dict[str, TableView]:
+        """The round's views of `partition`'s tables, shared by all its sources' records."""
+        found = views.get(partition)
+        if found is None:
+            if not self.job.tables:
+                found = {}
+            elif (stores := self.stores.get(partition)) is None:  # paused until restored
+                raise EngineError(f"records of partition {partition} before its restore")
+            else:
+                found = {name: TableView(store) for name, store in stores.items()}
+            views[partition] = found
+        return found
 
-    def _process(self, topic: str, partition: int, records: list[Message]) -> PartitionBatch:
-        batch = PartitionBatch(topic, partition, records, self._views(topic, partition))
+    def _process(
+        self, topic: str, partition: int, records: list[Message], views: dict[str, TableView]
+    ) -> PartitionBatch:
+        """The job's work on one partition's records; its writes join the round's views
+        only if it succeeds."""
+        batch = PartitionBatch(topic, partition, records, views)
+        attempt = batch.fork(records)
         try:
-            self.job.process(batch)
-            return batch
+            self.job.process(attempt)
         except Exception:  # one of the records is poison: find which, one by one
             log.warning("batch failed; retrying its records one at a time", job=self.job.name,
-                        partition=partition, records=len(records), exc_info=True)  # fmt: skip
-        batch = PartitionBatch(topic, partition, records, self._views(topic, partition))
+                        topic=topic, partition=partition, records=len(records),
+                        exc_info=True)  # fmt: skip
+        else:
+            attempt.merge_into(batch)
+            return batch
         for record in records:
             alone = batch.fork([record])
             try:
@@ -194,27 +229,22 @@ class Worker:
                 alone.merge_into(batch)
         return batch
 
-    def _run_timers(self, batches: dict[tuple[str, int], PartitionBatch]) -> None:
+    def _run_timers(self, views: Views) -> list[PartitionBatch]:
         now = time.monotonic()
         due = [i for i, at in enumerate(self._timers_due) if at <= now]
         if not due:
-            return
-        source = self._state_source
-        restored: dict[int, PartitionBatch] = {}
-        for partition in self.stores:  # the restored partitions (timers are stateful work)
-            batch = batches.get((source, partition))
-            if batch is None:
-                batch = batches[(source, partition)] = PartitionBatch(
-                    source, partition, [], self._views(source, partition))  # fmt: skip
-            restored[partition] = batch
+            return []
+        source = self.job.sources[0]
+        restored = {partition: PartitionBatch(source, partition, [], self._views(views, partition))
+                    for partition in self.stores}  # timers are stateful work  # fmt: skip
         for index in due:
             self.job.timers[index].run(restored, time.time())
-        for index in due:
             self._timers_due[index] = now + self.job.timers[index].every_seconds
+        return list(restored.values())
 
     # --- the transaction ----------------------------------------------------------------------
     def _commit(
-        self, batches: list[PartitionBatch], offsets: list[TopicPartition]
+        self, batches: list[PartitionBatch], views: Views, offsets: list[TopicPartition]
     ) -> dict[tuple[str, int], int]:
         """Produce, send the offsets, commit; the changelog checkpoints (table, partition) ->
         the offset after its last record. Raises _Aborted when the transaction was aborted."""
@@ -227,8 +257,9 @@ class Worker:
                 for output in batch.outputs:
                     self._produce(output.topic, output.key, output.value, None,
                                   output.timestamp_ms, output.headers)  # fmt: skip
-                for table, view in batch.tables.items():
-                    self._produce_changelog(table, batch.partition, view, checkpoints)
+            for partition, tables in views.items():
+                for table, view in tables.items():
+                    self._produce_changelog(table, partition, view, checkpoints)
             offsets = [tp for tp in offsets if tp.offset >= 0]
             if offsets:
                 self.producer.send_offsets_to_transaction(
@@ -321,25 +352,27 @@ class Worker:
                 log.info("not rewound (no longer assigned)", job=self.job.name, topic=topic,
                          partition=partition, error=str(exception))  # fmt: skip
 
-    def _store(self, batches: object, checkpoints: Mapping[tuple[str, int], int]) -> None:
-        for batch in batches:  # type: ignore[attr-defined]
-            for table, view in batch.tables.items():
+    def _store(self, views: Views, checkpoints: Mapping[tuple[str, int], int]) -> None:
+        for partition, tables in views.items():
+            for table, view in tables.items():
                 if view.writes:
-                    checkpoint = checkpoints.get((table, batch.partition))
+                    checkpoint = checkpoints.get((table, partition))
                     if checkpoint is None:  # committed, so delivered: a missing report is a bug
-                        raise EngineError(f"no delivery report for {table} [{batch.partition}]")
+                        raise EngineError(f"no delivery report for {table} [{partition}]")
                     view.store.apply(view.writes, checkpoint)
 
     # --- partitions coming and going ----------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels(self.job.name, "assigned").inc(len(partitions))
-        consumer.incremental_assign(partitions)
+        if self._copartitioned:
+            consumer.assign(partitions)  # eager: the whole assignment
+        else:
+            consumer.incremental_assign(partitions)
         log.info("partitions assigned", job=self.job.name,
                  partitions=_names(partitions))  # fmt: skip
-        stateful = [tp for tp in partitions if tp.topic == self._state_source]
-        if self.job.tables and stateful:
-            consumer.pause(stateful)  # until their stores are restored
-            self._to_restore.extend(stateful)
+        if self.job.tables and partitions:
+            consumer.pause(partitions)  # until their stores are restored
+            self._to_restore.extend(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._give_up(consumer, partitions, "revoked")
@@ -353,19 +386,21 @@ class Worker:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._to_restore = [tp for tp in self._to_restore if (tp.topic, tp.partition) not in gone]
         for tp in partitions:
-            if tp.topic == self._state_source:
-                for store in self.stores.pop(tp.partition, {}).values():
-                    store.close()
-        consumer.incremental_unassign(partitions)
+            for store in self.stores.pop(tp.partition, {}).values():
+                store.close()
+        if self._copartitioned:
+            consumer.unassign()  # eager: the whole assignment goes
+        else:
+            consumer.incremental_unassign(partitions)
 
     def _restore(self) -> None:
         partitions, self._to_restore = self._to_restore, []
         timeout = self.config.broker_timeout_seconds
         # Stable offsets: a predecessor's open transaction on these partitions ends first.
         self.consumer.committed(partitions, timeout=timeout)
-        for tp in partitions:
-            self.stores[tp.partition] = {
-                table.name: self._restored(table.name, table.ttl_days, tp.partition)
+        for partition in sorted({tp.partition for tp in partitions} - set(self.stores)):
+            self.stores[partition] = {
+                table.name: self._restored(table.name, table.ttl_days, partition)
                 for table in self.job.tables
             }
         self.consumer.resume(partitions)

@@ -6,7 +6,9 @@ from the table, shows as a repeated or missing number.
 - a poison record ends on the dead letters, the worker goes on, and the other records
   of its batch count exactly;
 - a lost disk is restored from the changelog; a kept one from its checkpoint, reading
-  nothing.
+  nothing;
+- two co-partitioned sources count into the same table: within a round, the records
+  of both see each other's writes.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ class Counting:
     timers: tuple[Timer, ...] = ()
     tables = (Table("counts"),)
 
-    def __init__(self, source: str, output: str, deadletter: str) -> None:
-        self.sources = (source,)
+    def __init__(self, source: str, output: str, deadletter: str, *more: str) -> None:
+        self.sources = (source, *more)
         self.output, self.deadletter = output, deadletter
 
     def process(self, batch: PartitionBatch) -> None:
@@ -64,21 +66,22 @@ class Topics:
     def __init__(self, bootstrap: str) -> None:
         prefix = f"engine-{uuid.uuid4().hex[:8]}"
         self.bootstrap = bootstrap
-        self.source, self.output = f"{prefix}.in", f"{prefix}.out"
+        self.source, self.more, self.output = f"{prefix}.in", f"{prefix}.more", f"{prefix}.out"
         self.deadletter, self.changelog = f"{prefix}.dead", f"{prefix}.counts.changelog"
         self.group = f"{prefix}.count"
         admin = AdminClient({"bootstrap.servers": bootstrap})
         new = [
-            NewTopic(name, PARTITIONS, 1) for name in (self.source, self.output, self.deadletter)
+            NewTopic(name, PARTITIONS, 1)
+            for name in (self.source, self.more, self.output, self.deadletter)
         ]
         new.append(NewTopic(self.changelog, PARTITIONS, 1, config={"cleanup.policy": "compact"}))
         for future in admin.create_topics(new).values():
             future.result(30)
 
-    def feed(self, records: list[tuple[bytes, bytes]]) -> None:
+    def feed(self, records: list[tuple[bytes, bytes]], topic: str | None = None) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random"})
         for key, value in records:
-            producer.produce(self.source, value, key)
+            producer.produce(topic or self.source, value, key)
             producer.poll(0)
         assert producer.flush(30) == 0, "records not delivered"
 
@@ -210,3 +213,20 @@ def test_a_lost_disk_is_restored_from_the_changelog_and_a_kept_one_reads_nothing
     assert restored[0] in (None, 0.0), "a first start has nothing to restore"
     assert (restored[1] or 0) >= len(keys), "the lost disk was not restored"
     assert restored[2] in (None, 0.0), "a kept disk read its changelog again"
+
+
+def test_co_partitioned_sources_count_into_one_table_exactly(
+    kafka_bootstrap: str, tmp_path: Path, unused_port
+) -> None:
+    topics = Topics(kafka_bootstrap)
+    keys = [f"key-{n}".encode() for n in range(30)]
+    topics.feed([(keys[n % 30], b"x") for n in range(1_500)])
+    topics.feed([(keys[n % 30], b"x") for n in range(1_500)], topics.more)
+    job = Counting(topics.source, topics.output, topics.deadletter, topics.more)
+    output = Reader(kafka_bootstrap, topics.output)
+    try:
+        with running(job, _config(topics, tmp_path / "state", unused_port())):
+            output.until(lambda: sum(map(len, output.records.values())) >= 3_000, "3,000 counts")
+    finally:
+        output.close()
+    _counts_are_exact(output.records, {key: 100 for key in keys})
