@@ -95,15 +95,15 @@ DEADLETTER = TopicSpec(
 
 NORMALIZED = (INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT)  # normalize's typed outputs
 
-# Internal to the funnel. Observations: receipts and customers' replies (re-keyed by
-# the umid they answer) in one topic, so each message's partition has one order.
-# Partials: each source partition's part of each window, keyed by sub-account, so
-# that one worker sums a sub-account's windows.
-FUNNEL_OBSERVATIONS = TopicSpec(
-    "funnel.observations", "umid", "receipts and replies as funnel observations (internal)"
+# Internal to the funnel. Replies: customers' replies re-keyed by the umid they
+# answer, so that each meets its message's receipts in one partition. Deltas: each
+# batch's changes to the windows, keyed by sub-account, so that one partition sums
+# a sub-account's windows.
+FUNNEL_REPLIES = TopicSpec(
+    "funnel.replies", "umid", "customers' replies, keyed by the umid they answer (internal)"
 )
-FUNNEL_PARTIALS = TopicSpec(
-    "funnel.partials", "subAccountId", "per-partition parts of the funnel windows (internal)"
+FUNNEL_DELTAS = TopicSpec(
+    "funnel.deltas", "subAccountId", "each batch's changes to the funnel windows (internal)"
 )
 
 
@@ -115,27 +115,14 @@ def changelog(job: str, table: str) -> TopicSpec:
                      CleanupPolicy.COMPACT, retention_days=None)  # fmt: skip
 
 
-def _faust_changelog(job: str, table: str) -> TopicSpec:
-    return TopicSpec(f"{job}-{table}-changelog", "table key",
-                     f"changelog of the {job} job's {table} table (internal)",
-                     CleanupPolicy.COMPACT, retention_days=None)  # fmt: skip
-
-
-# The changelogs of the jobs' tables. A job on the stream engine names them with
-# `changelog`; the jobs still on faust as faust names them (`<app id>-<table>-
-# changelog`, the app id being `<prefix>.<job>`, JSON keys and values: another name, so
-# that neither reads the other's format). faust would create them itself, but a
-# worker that does so cannot write to the table until its consumer's metadata holds
-# the new topic: faust finds "0 partitions" and raises PartitionsMismatch (seen when a
-# worker was SIGKILLed before it had created them all). Created with the others, they
-# exist before any worker starts. tests/processors/test_changelogs.py keeps this list
-# equal to the jobs' tables.
+# The changelogs of the jobs' tables, created with the other topics so that they exist
+# (with the sources' partition count) before any worker starts; a worker never creates
+# one. tests/processors/test_changelogs.py keeps this list equal to the jobs' tables.
 CHANGELOGS: tuple[TopicSpec, ...] = (
     changelog("normalize", "seen"),
-    _faust_changelog("funnel", "messages"),
-    _faust_changelog("funnel", "partials"),
-    _faust_changelog("funnel", "windows"),
-    _faust_changelog("funnel", "subaccount_windows"),
+    changelog("funnel", "messages"),
+    changelog("funnel", "windows"),
+    changelog("funnel", "subaccount_windows"),
     changelog("templates", "templates"),
     changelog("phones", "phones"),
 )
@@ -143,7 +130,7 @@ CHANGELOGS: tuple[TopicSpec, ...] = (
 TOPICS: tuple[TopicSpec, ...] = (
     RAW, INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT,
     MESSAGE_STATE, FUNNEL, TEMPLATE_STATE, PHONE_STATE, ALERTS, DEADLETTER,
-    FUNNEL_OBSERVATIONS, FUNNEL_PARTIALS, *CHANGELOGS,
+    FUNNEL_REPLIES, FUNNEL_DELTAS, *CHANGELOGS,
 )  # fmt: skip
 
 

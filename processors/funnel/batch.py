@@ -1,60 +1,112 @@
-"""One batch of the message_states agent, as a pure fold: observations in; changed
-message states and touched window partials out.
+"""One partition batch of the funnel, as two pure folds (no I/O: the job reads and
+writes the tables around them, and tests replay them freely).
 
-The agent stores what comes out in a fixed order (partials first, states last);
-`Batch` itself does no I/O: it reads stored states and partials through the two
-functions it is given, so tests can replay batches after simulated crashes.
+- `MessageFold`: observations in; the changed message states, and the batch's
+  changes to the windows out, summed per window (one delta per window and batch).
+  A state change changes each window it contributes to by `after - before` of its
+  contributions (`windows.changes`).
+- `TotalsFold`: window deltas in; each touched window's new total, and the rate
+  alerts of the sub-accounts' windows, each alert once.
+
+Why plain sums are exact: a delta is sent in the transaction of the batch that made
+it, with that batch's input offsets, so each exists once or not at all; a total is
+the sum of every delta of its window, written in the transaction that read them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from processors.alerts import Alert
+from processors.funnel.rate_alerts import RateThresholds, rate_alerts, subaccount_key
 from processors.funnel.state import MessageState, Observation, merge
-from processors.funnel.windows import Counts, Partial, WindowKey, changes, contributions, is_final
-
-Slot = tuple[int, WindowKey]  # (source partition, window): the key of a Partial
+from processors.funnel.windows import (
+    Counts,
+    WindowKey,
+    add_counts,
+    changes,
+    contributions,
+    is_final,
+)
 
 
 @dataclass
-class Batch:
-    stored_state: Callable[[str], MessageState]
-    stored_partial: Callable[[Slot], Partial]
+class MessageFold:
+    stored: Mapping[str, MessageState]  # umid -> its state before the batch (those stored)
     final_after: timedelta
     now: datetime  # the wall-clock time of the batch: windows final by then take no changes
     changed: dict[str, MessageState] = field(default_factory=dict)  # umid -> its new state
-    touched: dict[Slot, Partial] = field(default_factory=dict)
+    deltas: dict[WindowKey, Counts] = field(default_factory=dict)  # window -> its change
     late_changes: int = 0  # changes dropped: their window was final
     _contributions: dict[str, dict[WindowKey, Counts]] = field(default_factory=dict)
 
-    def add(self, umid: str, observation: Observation, partition: int, offset: int) -> list[Slot]:
-        """Take the observation at `offset` of `partition`; returns the partials it touched.
-
-        A partial is touched even when it holds this event's change already (a
-        redelivery after a crash): it is then sent again, in case it was stored but
-        not sent before the crash.
-        """
-        before = self.changed[umid] if umid in self.changed else self.stored_state(umid)
+    def add(self, umid: str, observation: Observation) -> None:
+        before = self.changed.get(umid) or self.stored.get(umid) or MessageState(umid=umid)
         after = merge(before, observation)
         if after == before:
-            return []  # a duplicate, or nothing new: no change anywhere
+            return  # a duplicate, or nothing new: no change anywhere
         self.changed[umid] = after
-        contributed = self._contributions.get(umid) or contributions(before)
-        self._contributions[umid] = contributions(after)
-        slots = []
-        for key, change in changes(contributed, self._contributions[umid]).items():
+        contributed = self._contributions.get(umid)
+        if contributed is None:
+            contributed = contributions(before)
+        self._contributions[umid] = contributing = contributions(after)
+        for key, change in changes(contributed, contributing).items():
             if is_final(key, self.now, self.final_after):
                 self.late_changes += 1
                 continue
-            slot = (partition, key)
-            partial = self.touched[slot] if slot in self.touched else self.stored_partial(slot)
-            self.touched[slot] = partial.apply(change, offset)
-            slots.append(slot)
-        return slots
+            delta = add_counts(self.deltas.get(key, {}), change)
+            if delta:
+                self.deltas[key] = delta
+            else:  # changes that cancel out within the batch (a message moved and back)
+                self.deltas.pop(key, None)
 
 
-def slot_id(slot: Slot) -> str:
-    """The key of a partial in the `partials` table."""
-    return f"{slot[0]}|{slot[1].encode()}"
+@dataclass(frozen=True)
+class SubAccountWindow:
+    """A sub-account's window of the rate alerts' size: its total over countries and
+    template categories, and the alerts sent for it (each condition alerted once)."""
+
+    counts: Counts
+    alerted: tuple[str, ...] = ()
+
+
+@dataclass
+class TotalsFold:
+    windows: Mapping[str, Counts]  # window id -> its stored total
+    subaccounts: Mapping[str, SubAccountWindow]  # sub-account window id -> its stored one
+    limits: RateThresholds
+    totals: dict[str, Counts] = field(default_factory=dict)  # touched window id -> new total
+    touched_subaccounts: dict[str, SubAccountWindow] = field(default_factory=dict)
+
+    def add(self, key: WindowKey, delta: Mapping[str, int]) -> None:
+        window_id = key.encode()
+        self.totals[window_id] = add_counts(self._total(window_id), delta)
+        if key.size == self.limits.window:
+            whole = subaccount_key(key).encode()
+            current = self._subaccount(whole)
+            self.touched_subaccounts[whole] = SubAccountWindow(
+                add_counts(current.counts, delta), current.alerted)  # fmt: skip
+
+    def alerts(self) -> list[tuple[WindowKey, Alert]]:
+        """The rate alerts the touched sub-account windows call for and have not had yet,
+        each with its sub-account window."""
+        raised = []
+        for whole, window in self.touched_subaccounts.items():
+            key = WindowKey.decode(whole)
+            new = [alert for alert in rate_alerts(key, window.counts, self.limits)
+                   if alert.alert_id not in window.alerted]  # fmt: skip
+            if new:
+                alerted = (*window.alerted, *(alert.alert_id for alert in new))
+                self.touched_subaccounts[whole] = SubAccountWindow(window.counts, alerted)
+                raised += [(key, alert) for alert in new]
+        return raised
+
+    def _total(self, window_id: str) -> Counts:
+        found = self.totals.get(window_id)
+        return found if found is not None else dict(self.windows.get(window_id, {}))
+
+    def _subaccount(self, whole: str) -> SubAccountWindow:
+        found = self.touched_subaccounts.get(whole)
+        return found if found is not None else self.subaccounts.get(whole, SubAccountWindow({}))

@@ -1,18 +1,18 @@
 """Rate alerts on a sub-account's funnel window: failure spikes and read-rate drops.
 
 A sub-account's window is the sum of its windows per country and template
-category (`subaccount_total`). An alert needs a minimum volume, so one failure
+category (`subaccount_key` names it). An alert needs a minimum volume, so one failure
 out of two messages is no spike, and its id names the window, so the same
 condition is alerted once however often the window is re-published.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from processors.alerts import Alert, make_id
-from processors.funnel.windows import Counts, WindowKey, add_counts, funnel_record
+from processors.funnel.windows import WindowKey, funnel_record
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,6 @@ class RateThresholds:
 def subaccount_key(key: WindowKey) -> WindowKey:
     """The sub-account's whole window that `key` is a part of."""
     return WindowKey(key.size, key.start, key.sub_account_id, "", "")
-
-
-def subaccount_total(parts: Iterable[Mapping[str, int]]) -> Counts:
-    total: Counts = {}
-    for counts in parts:
-        total = add_counts(total, counts)
-    return total
 
 
 def rate_alerts(key: WindowKey, counts: Mapping[str, int], limits: RateThresholds) -> list[Alert]:

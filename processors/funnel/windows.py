@@ -1,5 +1,5 @@
 """The funnel's windows: what one message contributes to its 1-minute and 1-hour
-windows, and how partial sums kept per source partition become exact totals.
+windows, and the record of a window's counts.
 
 A window is keyed by its size, its start (event time), the sub-account, the
 destination country and the template category. A message contributes to the
@@ -8,22 +8,13 @@ window of each transition it made: `sent` at its `sentAt`, `delivered` at its
 to read), `replied` at its `repliedAt`, `undelivered` (by error code) at its
 failure when the customer's phone never got it. `contributions` is a pure
 function of the message's state, so a window total is the sum over messages of
-their contributions, whatever order and repetition the receipts came in.
-
-Exact under crashes, in two steps (README, "Exact under crashes"):
-1. The message_states agent applies each event's change (`changes`: the
-   contributions after it minus those before) to a `Partial` per window *and
-   source partition*, which also holds the offset of the last event applied (its
-   watermark). An event re-delivered after a crash has an offset at or below the
-   watermark of every partial that already holds its change, and is skipped there.
-2. The windows agent keeps, per window, the latest partial of every source
-   partition (the one with the larger watermark wins) and publishes their sum.
+their contributions, whatever order and repetition the receipts came in, and each
+change of a state changes its windows by `changes(before, after)`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple
@@ -138,8 +129,8 @@ def is_final(key: WindowKey, now: datetime, final_after: timedelta) -> bool:
 
     A final window takes no more changes (a webhook delayed by days, or an old
     message's sub-account learnt late); they are dropped and counted. The tables
-    keep a window's partials for a day longer than that, so a window that still
-    takes changes always finds its partials.
+    keep a window's total for a day longer than that, so a window that still takes
+    changes always finds its total.
     """
     return now > _window_end(key.start, key.size) + final_after
 
@@ -147,42 +138,6 @@ def is_final(key: WindowKey, now: datetime, final_after: timedelta) -> bool:
 @lru_cache(maxsize=4096)  # a batch touches few windows, many times each
 def _window_end(start: str, size: str) -> datetime:
     return canonical.parse_timestamp(start, "windowStart") + timedelta(seconds=WINDOW_SECONDS[size])
-
-
-@dataclass(frozen=True)
-class Partial:
-    """One source partition's part of one window: the sum of the changes applied and
-    the offset of the last event applied."""
-
-    watermark: int
-    counts: Counts
-
-    def apply(self, change: Mapping[str, int], offset: int) -> Partial:
-        """This partial with the change of the event at `offset`, unless it holds it
-        already (a redelivery after a crash)."""
-        if offset <= self.watermark:
-            return self
-        return Partial(offset, add_counts(self.counts, change))
-
-    def supersedes(self, other: Partial | None) -> bool:
-        return other is None or self.watermark >= other.watermark
-
-    def value(self) -> dict[str, object]:
-        return {"watermark": self.watermark, "counts": self.counts}
-
-    @classmethod
-    def from_value(cls, value: Mapping[str, object]) -> Partial:
-        return cls(int(value["watermark"]), dict(value["counts"]))  # type: ignore[call-overload]
-
-
-EMPTY = Partial(-1, {})
-
-
-def window_total(partials: Iterable[Partial]) -> Counts:
-    total: Counts = {}
-    for partial in partials:
-        total = add_counts(total, partial.counts)
-    return total
 
 
 # --- the record of whatsapp.funnel ----------------------------------------------------------------
