@@ -27,7 +27,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from prometheus_client import CollectorRegistry
-from supervised_worker import SupervisedWorker
 
 from ingest.app import PUBLISHER, WEBHOOK_PATH, create_app
 from ingest.publisher import Publisher
@@ -263,11 +262,11 @@ def eventually() -> Callable[[Callable[[], bool], float, str], Awaitable[None]]:
 
 @pytest.fixture
 def start_worker(tmp_path: Path, unused_port: Callable[[], int]) -> Iterator[Callable[..., Any]]:
-    """Start `wapipe process <job>` as a real, supervised process for `settings`; logs go
-    to `<tmp>/<job>.log`. Workers still running at the end get SIGTERM."""
-    workers: list[SupervisedWorker] = []
+    """Start `wapipe process <job>` as a real process for `settings`; logs go to
+    `<tmp>/<job>.log`. Workers still running at the end get SIGTERM."""
+    workers: list[subprocess.Popen[bytes]] = []
 
-    def start(job: str, settings: Settings, **environment: str) -> SupervisedWorker:
+    def start(job: str, settings: Settings, **environment: str) -> subprocess.Popen[bytes]:
         variables = {
             **os.environ,
             "WAPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -275,27 +274,22 @@ def start_worker(tmp_path: Path, unused_port: Callable[[], int]) -> Iterator[Cal
             "WAPIPE_TOPIC_PARTITIONS": str(settings.topic_partitions),
             "WAPIPE_HOME": str(tmp_path),
             "WAPIPE_PROCESSOR_WEB_PORT": str(unused_port()),
-            # A stalled partition heals by a restart well within the tests' deadlines.
-            "WAPIPE_PROCESSOR_STALL_SECONDS": "20",
             # The worker's slot: a restart of the same slot fences its predecessor at once; a
             # second worker side by side needs a slot of its own.
             "WAPIPE_PROCESSOR_INSTANCE": "first",
             **environment,
         }
 
-        def launch() -> subprocess.Popen[bytes]:
-            log = (tmp_path / f"{job}.log").open("ab")
-            return subprocess.Popen(
+        with (tmp_path / f"{job}.log").open("ab") as log:
+            workers.append(subprocess.Popen(
                 [sys.executable, "-m", "wapipe", "process", job], env=variables,
                 stdout=log, stderr=log,
-            )  # fmt: skip
-
-        workers.append(SupervisedWorker(launch, job))
+            ))  # fmt: skip
         return workers[-1]
 
     yield start
     for worker in workers:
-        if worker.process.poll() is None:
+        if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:
                 worker.wait(timeout=60)

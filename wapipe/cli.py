@@ -89,8 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     process = commands.add_parser(
         "process",
         help="run one worker of a stream job (more workers of a job share its partitions)",
-        description="Run one faust worker of JOB until SIGTERM or SIGINT. Its /metrics and "
-        "/healthz are served on WAPIPE_PROCESSOR_WEB_HOST:WAPIPE_PROCESSOR_WEB_PORT.",
+        description="Run one worker of JOB on the stream engine until SIGTERM or SIGINT (it "
+        "finishes and commits the batch in hand, then leaves the group). Its /metrics, "
+        "/healthz and /readyz are served on WAPIPE_PROCESSOR_WEB_HOST:WAPIPE_PROCESSOR_WEB_PORT.",
     )
     process.add_argument("job", choices=sorted(PROCESSOR_JOBS), help="the job to run")
     process.set_defaults(handler=_process)
@@ -247,9 +248,7 @@ def _ingest(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-# Each processor job: the module whose `create_job(settings, registry)` builds its job on
-# the stream engine (or, for a job still on faust, whose `create_app(settings)` builds
-# its faust app).
+# Each processor job: the module whose `create_job(settings, registry)` builds it.
 PROCESSOR_JOBS = {
     "normalize": "processors.normalize.app",
     "funnel": "processors.funnel.app",
@@ -261,20 +260,15 @@ PROCESSOR_JOBS = {
 def _process(settings: Settings, arguments: argparse.Namespace) -> int:
     import importlib
 
-    from processors import runtime
+    from prometheus_client import CollectorRegistry
+
+    from processors.engine import worker
     from wapipe.logs import configure_logging
 
     configure_logging(settings, service=arguments.job)
     module = importlib.import_module(PROCESSOR_JOBS[arguments.job])
-    if hasattr(module, "create_job"):  # on the stream engine
-        from prometheus_client import CollectorRegistry
-
-        from processors.engine import worker
-
-        registry = CollectorRegistry()
-        return worker.run(module.create_job(settings, registry), settings, registry)
-    runtime.run(module.create_app(settings), settings)
-    return 0
+    registry = CollectorRegistry()
+    return worker.run(module.create_job(settings, registry), settings, registry)
 
 
 def _run(settings: Settings, _: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
 """Exit statuses a worker shares with whatever supervises it (`wapipe run`, Kubernetes).
 
-Both are deliberate exits before anything unprocessed is committed; the restart
-replays from the last committed offset (README, "Exact under crashes").
+A worker exits this way only when it cannot go on (fenced by a successor with its
+WAPIPE_PROCESSOR_INSTANCE, or the broker refusing batch after batch); nothing it did
+not commit is seen by a read_committed reader, and a restart resumes from the
+committed offsets (README, "Exact under crashes").
 """
 
-EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch failed (a bug or an outage): read the log
-# EX_TEMPFAIL: a partition stopped moving (processors/progress.py): restart to replay it
-EXIT_PARTITION_STALLED = 75
+EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: the worker cannot go on: read the log

@@ -192,13 +192,6 @@ class Settings(BaseSettings):
         "worker that died mid-batch, with no successor of the same instance, holds back "
         "read_committed readers of its outputs before the broker aborts its transaction.",
     )
-    processor_stall_seconds: float = Field(
-        60.0,
-        ge=10,
-        le=3600,
-        description="A worker exits (status 75, for its supervisor to restart it) when one of "
-        "its partitions has had records behind its end and no commit for this long.",
-    )
     rocksdb_write_buffer_mb: int = Field(
         8,
         ge=1,

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 
-from wapipe.exit_codes import EXIT_PARTITION_STALLED
 from wapipe.local_kafka import LocalBroker, LocalKafkaError
 from wapipe.settings import Settings
 from wapipe.topics import create_topics
@@ -85,14 +84,10 @@ def _supervise(environment: dict[str, str]) -> int:
             for name, child in children.items():
                 if child.poll() is None:
                     continue
-                print(f"wapipe run: {name} exited with {child.returncode}", file=sys.stderr)
-                if child.returncode == EXIT_PARTITION_STALLED:
-                    # The worker asks to be restarted: a supervisor's job.
-                    print(f"wapipe run: restarting {name}", file=sys.stderr)
-                    children[name] = start(name)
-                else:
-                    status = 1
-                    stop_requested = True
+                print(f"wapipe run: {name} exited with {child.returncode}; stopping",
+                      file=sys.stderr)  # fmt: skip
+                status = 1
+                stop_requested = True
             time.sleep(0.2)
     finally:
         for child in children.values():

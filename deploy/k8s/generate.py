@@ -37,7 +37,7 @@ INGEST_PORT, WEB_PORT = _DEFAULTS.ingest_port, _DEFAULTS.processor_web_port
 # flush, so Kubernetes never kills it mid-flush.
 INGEST_GRACE_SECONDS = int(_DEFAULTS.shutdown_timeout_seconds + _DEFAULTS.publish_timeout_ms / 1000
                            + 20)  # fmt: skip
-PROCESSOR_GRACE_SECONDS = 60  # faust finishes the batch, commits and leaves the group
+PROCESSOR_GRACE_SECONDS = 60  # a worker finishes the batch, commits and leaves the group
 # The jobs' source topics (their consumer group's lag drives KEDA).
 SOURCES = {"normalize": "webhooks.raw", "funnel": "status", "templates": "template",
            "phones": "phone"}  # fmt: skip
@@ -122,9 +122,12 @@ def ingester() -> list[Manifest]:
 
 def processor(job: str) -> list[Manifest]:
     spec_container = container(
-        job, ["process", job], WEB_PORT, readiness="/healthz",
+        job, ["process", job], WEB_PORT, readiness="/readyz",
         requests={"cpu": "500m", "memory": "512Mi"}, limits={"memory": "1Gi"},
     )  # fmt: skip
+    # The worker's slot, hence its transactional.id: the pod's name, unique per pod.
+    pod_name = {"fieldRef": {"fieldPath": "metadata.name"}}
+    spec_container["env"] = [{"name": "WAPIPE_PROCESSOR_INSTANCE", "valueFrom": pod_name}]
     template = pod_template(job, spec_container, PROCESSOR_GRACE_SECONDS)
     # RocksDB is a cache of the changelogs: an emptyDir is enough (rebuilt on a new pod).
     template["spec"]["volumes"] = [{"name": "state", "emptyDir": {}}]

@@ -35,12 +35,16 @@ changelog's end read next holds everything that predecessor committed.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import queue
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import confluent_kafka
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -49,7 +53,7 @@ from prometheus_client import CollectorRegistry
 from processors.engine import kafka
 from processors.engine.job import Job, PartitionBatch, origin
 from processors.engine.metrics import EngineMetrics, Heartbeat, WebServer
-from processors.engine.state.restore import CheckpointAhead, restore
+from processors.engine.state.restore import CheckpointAhead, RestoreError, restore
 from processors.engine.state.store import Store, StoreOptions
 from processors.engine.state.view import TableView
 from wapipe.logs import get_logger
@@ -61,6 +65,12 @@ Views = dict[int, dict[str, TableView]]  # partition -> table -> this round's vi
 _GAUGE_SECONDS = 2.0
 _MEMORY_SECONDS = 10.0
 _PRODUCE_RETRY_SECONDS = 0.05
+_RETRY_SECONDS = 1.0  # between attempts while the broker is away
+_SEND_OFFSETS_MARGIN_SECONDS = 10.0
+# Fatal: the producer is abandoned for a new one (`Worker._start_over`).
+_HUNG = confluent_kafka.KafkaError(confluent_kafka.KafkaError._TIMED_OUT,
+                                   "send_offsets_to_transaction hung", fatal=True)  # fmt: skip
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,15 @@ class _Aborted(Exception):
     """A batch's transaction was aborted: its records are processed again."""
 
 
+class _StartedOver(Exception):
+    """The producer failed fatally and the worker started over from the committed offsets
+    (`Worker._start_over`): nothing to rewind."""
+
+
+# The fatal errors that mean another worker with our transactional.id took over.
+_FENCED = {confluent_kafka.KafkaError._FENCED, confluent_kafka.KafkaError.PRODUCER_FENCED}
+
+
 class Worker:
     """One worker of `job`: `run()` until `stop()` (a signal handler may call it)."""
 
@@ -105,6 +124,7 @@ class Worker:
         self.producer = kafka.producer(config.kafka)
         self.restorer = kafka.restore_consumer(config.kafka)
         self.stores: dict[int, dict[str, Store]] = {}  # partition -> table -> its store
+        self._offsets_sender = _Caller("send-offsets")
         self._to_restore: list[TopicPartition] = []
         self._stopping = False
         self._polled = False
@@ -116,7 +136,10 @@ class Worker:
     def run(self) -> None:
         self.web.start()
         try:
-            self.producer.init_transactions(self.config.broker_timeout_seconds)
+            self._retrying(
+                lambda: self.producer.init_transactions(self.config.broker_timeout_seconds),
+                "init_transactions",
+            )
             if self._copartitioned:
                 self._check_copartitioned()
             self.consumer.subscribe(list(self.job.sources), on_assign=self._on_assign,
@@ -160,6 +183,8 @@ class Worker:
                 checkpoints = self._commit(batches, views, offsets)
             except _Aborted:
                 self._rewind(groups)
+            except _StartedOver:
+                pass
             else:
                 self._store(views, checkpoints)
                 self.metrics.records.inc(len(messages))
@@ -262,8 +287,7 @@ class Worker:
                     self._produce_changelog(table, partition, view, checkpoints)
             offsets = [tp for tp in offsets if tp.offset >= 0]
             if offsets:
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), timeout)  # fmt: skip
+                self._send_offsets(offsets, timeout)
             self._commit_transaction(timeout)
         except KafkaException as exception:
             self._abort(exception)
@@ -309,38 +333,132 @@ class Worker:
             except BufferError:  # librdkafka's queue is full: let it send
                 self.producer.poll(_PRODUCE_RETRY_SECONDS)
 
+    def _send_offsets(self, offsets: list[TopicPartition], timeout: float) -> None:
+        """`send_offsets_to_transaction`, given up on after `timeout` and a margin: after a
+        broker outage librdkafka can keep a stale group coordinator and wait past its own
+        timeout for good (librdkafka issues 5456 and 5511, seen here in
+        tests/reliability/test_broker_outage.py). Then the call's thread is left behind
+        and the worker starts over with a new producer, which fences the stuck one."""
+        metadata, producer = self.consumer.consumer_group_metadata(), self.producer
+        try:
+            self._offsets_sender.call(
+                lambda: producer.send_offsets_to_transaction(offsets, metadata, timeout),
+                timeout + _SEND_OFFSETS_MARGIN_SECONDS,
+            )
+        except concurrent.futures.TimeoutError:
+            self._offsets_sender = _Caller("send-offsets")  # the old one's thread is stuck
+            raise KafkaException(_HUNG) from None
+
     def _commit_transaction(self, timeout: float) -> None:
-        for _ in range(self.config.max_failed_batches):
+        """Commit; a retriable failure (the broker away) is retried as long as it lasts: the
+        outcome is only known once a call returns."""
+        while True:
             try:
                 self.producer.commit_transaction(timeout)
                 return
             except KafkaException as exception:
                 error = kafka.kafka_error(exception)
-                if error is None or not error.retriable():
+                if error is None or not error.retriable() or self._stopping:
                     raise
                 log.warning("commit failed; retrying", job=self.job.name, error=str(error))
-        self.producer.commit_transaction(timeout)
+                self.heartbeat.beat()
 
     def _abort(self, exception: KafkaException) -> None:
+        """Abort the batch's transaction (raises _Aborted), or start over when the producer
+        failed fatally (raises _StartedOver); EngineError when fenced or when the broker
+        refused too many batches in a row."""
         error = kafka.kafka_error(exception)
-        if error is not None and error.fatal():
-            raise EngineError(
-                f"the producer was fenced or failed fatally ({error}): another worker with "
-                "this WAPIPE_PROCESSOR_INSTANCE took over, or the broker lost the transaction"
-            ) from exception
         self._failed_batches += 1
         self.metrics.aborted.inc()
-        log.warning("transaction aborted; the batch will be processed again",
-                    job=self.job.name, error=str(error or exception),
-                    failed_in_a_row=self._failed_batches)  # fmt: skip
-        try:
-            self.producer.abort_transaction(self.config.broker_timeout_seconds)
-        except KafkaException as abort_exception:
-            raise EngineError(f"aborting the transaction failed: {abort_exception}") from None
-        if self._failed_batches >= self.config.max_failed_batches:
+        if self._failed_batches > self.config.max_failed_batches:
             raise EngineError(f"the broker refused {self._failed_batches} batches in a row; "
                               f"the last said: {error or exception}")  # fmt: skip
-        raise _Aborted from exception
+        log.warning("transaction failed; the batch will be processed again",
+                    job=self.job.name, error=str(error or exception),
+                    failed_in_a_row=self._failed_batches)  # fmt: skip
+        if error is None or not error.fatal():
+            try:
+                self._abort_transaction()
+                self._renew_producer()
+                raise _Aborted from exception
+            except KafkaException as abort_exception:
+                error = kafka.kafka_error(abort_exception)
+                if error is None or not error.fatal():
+                    raise EngineError(f"aborting the transaction failed: {error}") from None
+        if error.code() in _FENCED:
+            raise EngineError(
+                f"the producer was fenced ({error}): another worker with this "
+                "WAPIPE_PROCESSOR_INSTANCE took over"
+            ) from exception
+        self._start_over(error)
+        raise _StartedOver from exception
+
+    def _abort_transaction(self) -> None:
+        """Abort, waiting as long as the broker is away (a restart would not bring it back),
+        unless the worker is asked to stop."""
+        while True:
+            try:
+                self.producer.abort_transaction(self.config.broker_timeout_seconds)
+                return
+            except KafkaException as exception:
+                error = kafka.kafka_error(exception)
+                if error is None or not error.retriable() or self._stopping:
+                    raise
+                log.warning("aborting the transaction waits for the broker", job=self.job.name,
+                            error=str(error))  # fmt: skip
+                self.heartbeat.beat()
+
+    def _retrying(self, call: Callable[[], _T], what: str) -> _T:
+        """`call()`, again after each failure that is not fatal (the broker away)."""
+        while True:
+            try:
+                return call()
+            except KafkaException as exception:
+                error = kafka.kafka_error(exception)
+                if (error is not None and error.fatal()) or self._stopping:
+                    raise
+                log.warning(f"{what} failed; retrying", job=self.job.name,
+                            error=str(error or exception))  # fmt: skip
+                self.heartbeat.beat()
+                time.sleep(_RETRY_SECONDS)
+
+    def _renew_producer(self) -> None:
+        """A new producer with the same transactional.id (its `init_transactions` ends
+        any transaction the old one left open). After every failed transaction: a
+        producer that lived through a broker outage can keep a stale coordinator and
+        hang in `send_offsets_to_transaction` past its timeout (librdkafka issues 5456
+        and 5511, seen here in tests/reliability/test_broker_outage.py)."""
+        self.producer.purge()
+        self.producer = kafka.producer(self.config.kafka)
+        self._retrying(
+            lambda: self.producer.init_transactions(self.config.broker_timeout_seconds),
+            "init_transactions",
+        )
+
+    def _start_over(self, error: confluent_kafka.KafkaError) -> None:
+        """After a fatal producer error (seen when the transaction coordinator's broker
+        died mid-transaction), what a restart would do, in-process: a new producer with
+        the same transactional.id (whose `init_transactions` ends the old one's open
+        transaction), the consumer back to the committed offsets, and every store
+        restored from its checkpoint. Whether the failed transaction committed is not
+        known, and need not be: offsets and changelogs say what did."""
+        log.warning("the producer failed fatally; starting over from the committed offsets",
+                    job=self.job.name, error=str(error))  # fmt: skip
+        timeout = self.config.broker_timeout_seconds
+        self._renew_producer()
+        for stores in self.stores.values():
+            for store in stores.values():
+                store.close()
+        self.stores.clear()
+        assignment = self.consumer.assignment()
+        committed = self._retrying(lambda: self.consumer.committed(assignment, timeout=timeout),
+                                   "reading the committed offsets")  # fmt: skip
+        for tp in committed:
+            offset = tp.offset if tp.offset >= 0 else confluent_kafka.OFFSET_BEGINNING
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        if self.job.tables and assignment:
+            self.consumer.pause(assignment)
+            self._to_restore = list(assignment)
 
     def _rewind(self, groups: Mapping[tuple[str, int], list[Message]]) -> None:
         """Back to each aborted partition's first record (those still ours: a partition
@@ -394,15 +512,33 @@ class Worker:
             consumer.incremental_unassign(partitions)
 
     def _restore(self) -> None:
+        """Restore the stores of the newly assigned partitions, then resume them. A broker
+        error leaves them paused and to restore at the next round (a broker moving its
+        partitions away, or away for a while)."""
         partitions, self._to_restore = self._to_restore, []
-        timeout = self.config.broker_timeout_seconds
-        # Stable offsets: a predecessor's open transaction on these partitions ends first.
-        self.consumer.committed(partitions, timeout=timeout)
-        for partition in sorted({tp.partition for tp in partitions} - set(self.stores)):
-            self.stores[partition] = {
-                table.name: self._restored(table.name, table.ttl_days, partition)
-                for table in self.job.tables
-            }
+        try:
+            # Stable offsets: a predecessor's open transaction on these partitions ends first.
+            self.consumer.committed(partitions, timeout=self.config.broker_timeout_seconds)
+            for partition in sorted({tp.partition for tp in partitions} - set(self.stores)):
+                opened: dict[str, Store] = {}
+                try:
+                    for table in self.job.tables:
+                        opened[table.name] = self._restored(table.name, table.ttl_days,
+                                                            partition)  # fmt: skip
+                except BaseException:
+                    for store in opened.values():
+                        store.close()
+                    raise
+                self.stores[partition] = opened
+        except (KafkaException, RestoreError) as exception:
+            error = kafka.kafka_error(exception)
+            if error is not None and error.fatal():
+                raise
+            log.warning("restore failed; retrying", job=self.job.name,
+                        error=str(error or exception))  # fmt: skip
+            self._to_restore = partitions + self._to_restore
+            time.sleep(_RETRY_SECONDS)  # the broker's way back is not a condition to await
+            return
         self.consumer.resume(partitions)
 
     def _restored(self, table: str, ttl_days: int | None, partition: int) -> Store:
@@ -423,16 +559,20 @@ class Worker:
             self.heartbeat.beat()
 
         try:
-            report = restore(store, self.restorer, changelog, progress,
-                             self.config.broker_timeout_seconds)  # fmt: skip
-        except CheckpointAhead as ahead:
-            log.warning("store ahead of its changelog; restoring it from the start",
-                        job=self.job.name, table=table, partition=partition,
-                        reason=str(ahead))  # fmt: skip
-            store.wipe()
-            store = Store(path, options)
-            report = restore(store, self.restorer, changelog, progress,
-                             self.config.broker_timeout_seconds)  # fmt: skip
+            try:
+                report = restore(store, self.restorer, changelog, progress,
+                                 self.config.broker_timeout_seconds)  # fmt: skip
+            except CheckpointAhead as ahead:
+                log.warning("store ahead of its changelog; restoring it from the start",
+                            job=self.job.name, table=table, partition=partition,
+                            reason=str(ahead))  # fmt: skip
+                store.wipe()
+                store = Store(path, options)
+                report = restore(store, self.restorer, changelog, progress,
+                                 self.config.broker_timeout_seconds)  # fmt: skip
+        except BaseException:
+            store.close()  # RocksDB's lock: the next attempt opens it again
+            raise
         remaining.set(0)
         if report.records:
             log.info("table restored", job=self.job.name, table=table, partition=partition,
@@ -476,6 +616,31 @@ class Worker:
         self.producer.flush(5)
         self.web.stop()
         log.info("worker stopped", job=self.job.name)
+
+
+class _Caller:
+    """Runs calls on a daemon thread of its own, so that a call stuck in librdkafka can be
+    given up on, and the process still exits."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def call(self, call: Callable[[], object], timeout: float) -> object:
+        """`call()`'s result; concurrent.futures.TimeoutError after `timeout` seconds."""
+        future: Future[object] = Future()
+        self._calls.put((call, future))
+        return future.result(timeout)
+
+    def _serve(self) -> None:
+        while True:
+            call, future = self._calls.get()
+            try:
+                future.set_result(call())
+            except BaseException as exception:  # the caller re-raises it
+                future.set_exception(exception)
 
 
 def _names(partitions: list[TopicPartition]) -> list[str]:

@@ -21,7 +21,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
-from supervised_worker import SupervisedWorker
 
 from wapipe.local_kafka import LocalCluster
 from wapipe.settings import Settings
@@ -284,12 +283,12 @@ class Pipeline:
 
     settings: Settings
     ingester: IngestProcess
-    workers: dict[str, SupervisedWorker]
+    workers: dict[str, subprocess.Popen[bytes]]
     ports: dict[str, int]  # job -> its worker's web port (/metrics)
     states: TopicFollower
     windows: TopicFollower
     logs: Path
-    start: Callable[[str], SupervisedWorker]
+    start: Callable[[str], subprocess.Popen[bytes]]
 
     def a_worker_died(self) -> str | None:
         """What the first worker found dead said last, or None while all run."""
@@ -316,9 +315,9 @@ def start_pipeline(
     async def start(settings: Settings, jobs: tuple[str, ...], **environment: str) -> Pipeline:
         ports = {job: unused_port() for job in jobs}
 
-        def start_job(job: str) -> SupervisedWorker:
+        def start_job(job: str) -> subprocess.Popen[bytes]:
             port = {"WAPIPE_PROCESSOR_WEB_PORT": str(ports[job])}
-            worker: SupervisedWorker = start_worker(job, settings, **environment, **port)
+            worker: subprocess.Popen[bytes] = start_worker(job, settings, **environment, **port)
             return worker
 
         workers = {job: start_job(job) for job in jobs}

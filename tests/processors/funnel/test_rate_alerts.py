@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from processors.funnel.rate_alerts import (
-    RateThresholds,
-    rate_alerts,
-    subaccount_key,
-    subaccount_total,
-)
+from processors.funnel.batch import TotalsFold
+from processors.funnel.rate_alerts import RateThresholds, rate_alerts, subaccount_key
 from processors.funnel.windows import WindowKey
 
 LIMITS = RateThresholds(window="1h", failure_rate=0.2, read_rate=0.3, min_volume=50)
@@ -17,7 +13,23 @@ HOUR = WindowKey("1h", "2026-11-25T10:00:00.000Z", "acme", "", "")
 def test_a_sub_accounts_window_sums_its_countries_and_categories() -> None:
     part = WindowKey("1h", HOUR.start, "acme", "ID", "MARKETING")
     assert subaccount_key(part) == HOUR
-    assert subaccount_total([{"sent": 2, "error:1": 1}, {"sent": 3}]) == {"sent": 5, "error:1": 1}
+    totals = TotalsFold({}, {}, LIMITS)
+    totals.add(part, {"sent": 2, "error:1": 1})
+    totals.add(WindowKey("1h", HOUR.start, "acme", "DE", ""), {"sent": 3})
+    totals.add(WindowKey("1m", HOUR.start, "acme", "DE", ""), {"sent": 3})  # not the alerts' size
+    assert totals.touched_subaccounts[HOUR.encode()].counts == {"sent": 5, "error:1": 1}
+
+
+def test_each_condition_is_alerted_once_across_batches() -> None:
+    spike = {"delivered": 40, "undelivered": 20}
+    first = TotalsFold({}, {}, LIMITS)
+    first.add(HOUR, spike)
+    [(window, alert)] = first.alerts()
+    assert (window, alert.type) == (HOUR, "DELIVERY_FAILURE_SPIKE")
+    second = TotalsFold(first.totals, first.touched_subaccounts, LIMITS)  # as committed
+    second.add(HOUR, {"undelivered": 5})
+    assert second.alerts() == []
+    assert second.touched_subaccounts[HOUR.encode()].alerted == (alert.alert_id,)
 
 
 def test_a_failure_spike_and_a_read_rate_drop() -> None:

@@ -1,5 +1,5 @@
-"""The funnel windows as plain functions: contributions, partials, records, and the
-two-step protocol replayed after simulated crashes (no Kafka)."""
+"""The funnel windows as plain functions: contributions, finality, records, and the
+job's two folds replayed with aborted transactions (no Kafka)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.funnel.batch import Batch, Slot
+from processors.funnel.batch import MessageFold, TotalsFold
+from processors.funnel.rate_alerts import RateThresholds
 from processors.funnel.state import MessageState, Observation, merge
 from processors.funnel.windows import (
-    EMPTY,
     Counts,
-    Partial,
     WindowKey,
     add_counts,
     changes,
@@ -27,7 +26,6 @@ from processors.funnel.windows import (
     quantile,
     time_bucket,
     window_start,
-    window_total,
 )
 from processors.normalize import canonical
 
@@ -127,19 +125,17 @@ def test_unknown_dimensions_are_empty() -> None:
                                           WindowKey("1h", at(0), "", "", "")]  # fmt: skip
 
 
-# --- partials and finality -------------------------------------------------------------------
-def test_a_partial_skips_an_event_it_holds() -> None:
-    partial = EMPTY.apply({"sent": 1}, offset=7)
-    assert partial == Partial(7, {"sent": 1})
-    assert partial.apply({"sent": 1}, offset=7) is partial
-    assert partial.apply({"sent": 1}, offset=3) is partial
-    assert partial.apply({"sent": -1}, offset=8) == Partial(8, {})
-
-
-def test_the_partial_with_the_larger_watermark_supersedes() -> None:
-    assert Partial(5, {}).supersedes(None)
-    assert Partial(5, {}).supersedes(Partial(5, {"sent": 1}))
-    assert not Partial(4, {}).supersedes(Partial(5, {}))
+# --- a batch's deltas and finality ------------------------------------------------------------
+def test_a_batch_sums_its_changes_per_window_and_drops_what_cancels_out() -> None:
+    batch = MessageFold({}, NEVER_FINAL, BASE)
+    batch.add("m-1", receipt(0, "sent"))
+    batch.add("m-2", receipt(10, "sent"))
+    batch.add("m-1", receipt(-120, "sent"))  # m-1 was sent earlier: out of the 10:00 minute
+    assert batch.deltas[key("1m", 0)] == {"sent": 1}  # m-2 only
+    assert batch.deltas[key("1m", -120)] == {"sent": 1}
+    assert batch.deltas[key("1h", 0)] == {"sent": 1}
+    assert batch.deltas[key("1h", -120)] == {"sent": 1}
+    assert set(batch.changed) == {"m-1", "m-2"}
 
 
 def test_a_window_is_final_the_given_time_after_its_end() -> None:
@@ -151,13 +147,12 @@ def test_a_window_is_final_the_given_time_after_its_end() -> None:
 def test_a_change_to_a_final_window_is_dropped_and_counted() -> None:
     # Sent at 10:00 for an unknown sub-account; two days later a receipt names it:
     # the message would move out of the final 10:00 windows.
-    batch = Batch(lambda umid: fold(receipt(0, "sent", sub_account_id=None), umid=umid),
-                  lambda slot: EMPTY, final_after=timedelta(days=1),
-                  now=BASE + timedelta(days=2))  # fmt: skip
-    slots = batch.add("m-1", receipt(2 * 86_400, "delivered"), partition=0, offset=0)
+    stored = {"m-1": fold(receipt(0, "sent", sub_account_id=None))}
+    batch = MessageFold(stored, final_after=timedelta(days=1), now=BASE + timedelta(days=2))
+    batch.add("m-1", receipt(2 * 86_400, "delivered"))
     assert batch.late_changes == 4  # out of two windows and into two
-    assert {slot[1].start for slot in slots} == {window_start(at(2 * 86_400), "1m"),
-                                                  window_start(at(2 * 86_400), "1h")}  # fmt: skip
+    later = at(2 * 86_400)
+    assert {w.start for w in batch.deltas} == {window_start(later, "1m"), window_start(later, "1h")}
 
 
 # --- records ------------------------------------------------------------------------------
@@ -186,7 +181,7 @@ def test_funnel_record() -> None:
     assert funnel_record(WindowKey("1h", at(0), "", "", ""), {})["deliveryRate"] is None
 
 
-# --- the protocol: exact totals after any crashes ---------------------------------------------
+# --- the protocol: exact totals whatever the transactions ----------------------------------------
 _STATES = ("queued", "sent", "delivered", "read", "undelivered", "failed", "rejected", "replied")
 
 observations = st.builds(
@@ -214,65 +209,53 @@ def expected_totals(log: list[tuple[int, Observation]]) -> dict[WindowKey, Count
     return {window: counts for window, counts in totals.items() if counts}
 
 
-def run_with_crashes(
-    log: list[tuple[int, Observation]], rng: random.Random, partitions: int = 2, crashes: int = 4
+def run_with_aborts(
+    log: list[tuple[int, Observation]], rng: random.Random, partitions: int = 2, aborts: int = 4
 ) -> dict[WindowKey, Counts]:
-    """Both steps as the agents run them, on `partitions` source partitions, with up
-    to `crashes` crashes at random points of a batch's writes."""
-    sent: list[tuple[Slot, Partial]] = []  # the partials topic
+    """Both folds as the funnel job runs them, on `partitions` source partitions, in
+    batches of random sizes of which up to `aborts` are aborted (a crash before the
+    commit: nothing of the batch remains, and its records are processed again)."""
+    deltas: list[tuple[WindowKey, Counts]] = []  # funnel.deltas, as read_committed sees it
     for partition in range(partitions):
         entries = [(f"m-{umid}", obs) for umid, obs in log if umid % partitions == partition]
-        states: dict[str, MessageState] = {}  # what survives a crash (changelog)
-        partials: dict[Slot, Partial] = {}
-        committed = position = 0
-
-        def stored_state(umid: str, states: dict[str, MessageState] = states) -> MessageState:
-            return states.get(umid, MessageState(umid=umid))
-
-        def stored_partial(slot: Slot, partials: dict[Slot, Partial] = partials) -> Partial:
-            return partials.get(slot, EMPTY)
-
+        states: dict[str, MessageState] = {}  # the committed messages table
+        position = 0
         while position < len(entries):
-            batch = Batch(stored_state, stored_partial, NEVER_FINAL, BASE)
             end = min(len(entries), position + rng.randint(1, 6))
-            for offset in range(position, end):
-                batch.add(*entries[offset], partition=partition, offset=offset)
-            touched, changed = list(batch.touched.items()), list(batch.changed.items())
-            if crashes and rng.random() < 0.3:  # a crash: some writes made it, some did not
-                crashes -= 1
-                acknowledged = [item for item in touched if rng.random() < 0.7]
-                stored = [item for item in touched if rng.random() < 0.7]
-                sent += acknowledged
-                partials.update(stored)
-                if len(acknowledged) == len(stored) == len(touched):
-                    # all acknowledged and flushed: storing the states had begun
-                    states.update(item for item in changed if rng.random() < 0.5)
-                position = committed
+            batch = MessageFold(states, NEVER_FINAL, BASE)
+            for umid, observation in entries[position:end]:
+                batch.add(umid, observation)
+            if aborts and rng.random() < 0.3:
+                aborts -= 1
                 continue
-            sent += touched
-            partials.update(touched)
-            states.update(changed)
+            deltas += batch.deltas.items()
+            states.update(batch.changed)
             position = end
-            if rng.random() < 0.5:  # commits lag behind
-                committed = position
-    windows: dict[WindowKey, dict[int, Partial]] = {}
-    for (partition, window), partial in sent:  # the windows agent
-        parts = windows.setdefault(window, {})
-        if partial.supersedes(parts.get(partition)):
-            parts[partition] = partial
-    totals = {window: window_total(parts.values()) for window, parts in windows.items()}
-    return {window: counts for window, counts in totals.items() if counts}
+    rng.shuffle(deltas)  # sums do not depend on the order the partitions' deltas interleave
+    totals: dict[str, Counts] = {}  # the committed windows table
+    position = 0
+    while position < len(deltas):
+        end = min(len(deltas), position + rng.randint(1, 6))
+        summed = TotalsFold(totals, {}, RateThresholds())
+        for window, delta in deltas[position:end]:
+            summed.add(window, delta)
+        if aborts and rng.random() < 0.3:
+            aborts -= 1
+            continue
+        totals.update(summed.totals)
+        position = end
+    return {WindowKey.decode(window): counts for window, counts in totals.items() if counts}
 
 
 @settings(max_examples=300, deadline=None)
 @given(log=logs, seed=st.integers(0, 2**32 - 1))
-def test_window_totals_are_exact_after_crashes_duplicates_and_any_order(
+def test_window_totals_are_exact_after_aborts_duplicates_and_any_order(
     log: list[tuple[int, Observation]], seed: int
 ) -> None:
     rng = random.Random(seed)
     repeated = log + rng.sample(log, len(log) // 3)  # sender retries
     rng.shuffle(repeated)
-    assert run_with_crashes(repeated, rng) == expected_totals(log)
+    assert run_with_aborts(repeated, rng, aborts=8) == expected_totals(log)
 
 
 @settings(max_examples=100, deadline=None)
@@ -281,6 +264,6 @@ def test_window_totals_do_not_depend_on_the_partition_count(
     log: list[tuple[int, Observation]], seed: int
 ) -> None:
     rng = random.Random(seed)
-    assert run_with_crashes(log, rng, partitions=1, crashes=0) == run_with_crashes(
+    assert run_with_aborts(log, rng, partitions=1, aborts=0) == run_with_aborts(
         log, rng, partitions=3
     )
