@@ -126,6 +126,7 @@ class Worker:
         self.stores: dict[int, dict[str, Store]] = {}  # partition -> table -> its store
         self._offsets_sender = _Caller("send-offsets")
         self._to_restore: list[TopicPartition] = []
+        self._assigned: set[tuple[str, int]] = set()
         self._stopping = False
         self._polled = False
         self._failed_batches = 0
@@ -176,7 +177,7 @@ class Worker:
         batches = [self._process(topic, partition, records, self._views(views, partition))
                    for (topic, partition), records in groups.items()]  # fmt: skip
         batches += self._run_timers(views)
-        if batches:
+        if groups or any(batch.outputs for batch in batches) or _written(views):
             offsets = [TopicPartition(topic, partition, origin(records[-1])[2] + 1)
                        for (topic, partition), records in groups.items()]  # fmt: skip
             try:
@@ -187,8 +188,9 @@ class Worker:
                 pass
             else:
                 self._store(views, checkpoints)
-                self.metrics.records.inc(len(messages))
-                self.metrics.batch_records.observe(len(messages))
+                records = sum(map(len, groups.values()))
+                self.metrics.records.inc(records)
+                self.metrics.batch_records.observe(records)
                 self.metrics.batch_duration.observe(time.perf_counter() - started)
         self._update_gauges()
 
@@ -203,6 +205,8 @@ class Worker:
                 continue
             topic, partition, _ = origin(message)
             key = (topic, partition)
+            if key not in self._assigned:  # fetched before a rebalance took it: not ours
+                continue
             group = groups.get(key)
             if group is None:
                 groups[key] = [message]
@@ -488,6 +492,7 @@ class Worker:
             consumer.incremental_assign(partitions)
         log.info("partitions assigned", job=self.job.name,
                  partitions=_names(partitions))  # fmt: skip
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         if self.job.tables and partitions:
             consumer.pause(partitions)  # until their stores are restored
             self._to_restore.extend(partitions)
@@ -502,6 +507,7 @@ class Worker:
         self.metrics.rebalances.labels(self.job.name, kind).inc(len(partitions))
         log.info(f"partitions {kind}", job=self.job.name, partitions=_names(partitions))
         gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned -= gone
         self._to_restore = [tp for tp in self._to_restore if (tp.topic, tp.partition) not in gone]
         for tp in partitions:
             for store in self.stores.pop(tp.partition, {}).values():
@@ -616,6 +622,10 @@ class Worker:
         self.producer.flush(5)
         self.web.stop()
         log.info("worker stopped", job=self.job.name)
+
+
+def _written(views: Views) -> bool:
+    return any(view.writes for tables in views.values() for view in tables.values())
 
 
 class _Caller:
