@@ -8,6 +8,7 @@ downstream compares these, so they are written one way here, and only here.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 import phonenumbers
@@ -15,6 +16,7 @@ import phonenumbers
 # A BSUID is an ISO country code, a dot and an opaque id: `US.13491208655302741918`.
 _BSUID_SEPARATOR = "."
 _E164_MAX_DIGITS = 15
+_PHONE_CACHE = 65_536  # numbers: a few MB
 
 
 class InvalidValue(ValueError):
@@ -68,8 +70,13 @@ def e164(msisdn: object) -> str | None:
     if not isinstance(msisdn, str | int):
         return None
     text = str(msisdn).strip()
-    if not text:
-        return None
+    return _e164(text) if text else None
+
+
+# A customer's number comes with every receipt of every message to them: parsing it
+# is most of normalize's work, and the same few numbers repeat (bounded caches).
+@functools.lru_cache(maxsize=_PHONE_CACHE)
+def _e164(text: str) -> str | None:
     try:
         number = phonenumbers.parse(text if text.startswith("+") else f"+{text}", None)
     except phonenumbers.NumberParseException:
@@ -87,18 +94,22 @@ def country_of(msisdn_e164: str | None, channel_user_id: object) -> str | None:
     A number that is possible but not assigned (e.g. fictional +1 555 ... numbers)
     still tells its country by its calling code: we take the code's main country.
     """
-    if msisdn_e164 is not None:
-        number = phonenumbers.parse(msisdn_e164, None)
-        region = phonenumbers.region_code_for_number(number)
-        if region in (None, "ZZ", "001") and number.country_code is not None:
-            region = phonenumbers.region_code_for_country_code(number.country_code)
-        if region not in (None, "ZZ", "001"):
-            return str(region)
+    if msisdn_e164 is not None and (region := _region(msisdn_e164)) is not None:
+        return region
     if isinstance(channel_user_id, str) and _BSUID_SEPARATOR in channel_user_id:
         prefix = channel_user_id.split(_BSUID_SEPARATOR, 1)[0]
         if len(prefix) == 2 and prefix.isascii() and prefix.isalpha() and prefix.isupper():
             return prefix
     return None
+
+
+@functools.lru_cache(maxsize=_PHONE_CACHE)
+def _region(msisdn_e164: str) -> str | None:
+    number = phonenumbers.parse(msisdn_e164, None)
+    region = phonenumbers.region_code_for_number(number)
+    if region in (None, "ZZ", "001") and number.country_code is not None:
+        region = phonenumbers.region_code_for_country_code(number.country_code)
+    return None if region in (None, "ZZ", "001") else str(region)
 
 
 def is_bsuid(channel_user_id: object) -> bool:
