@@ -542,6 +542,9 @@ class Worker:
                 raise
             log.warning("restore failed; retrying", job=self.job.name,
                         error=str(error or exception))  # fmt: skip
+            # A new client: an idle one may keep asking a dead broker (a stale leader).
+            self.restorer.close()
+            self.restorer = kafka.restore_consumer(self.config.kafka)
             self._to_restore = partitions + self._to_restore
             time.sleep(_RETRY_SECONDS)  # the broker's way back is not a condition to await
             return

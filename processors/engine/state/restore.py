@@ -19,6 +19,7 @@ import confluent_kafka
 from processors.engine.state.store import Store
 
 _FETCH_RECORDS = 10_000
+_WATERMARKS_SECONDS = 10.0  # a leader that does not answer: retried (engine.loop)
 _POLL_SECONDS = 0.1  # a consume waits this long at the changelog's end
 
 
@@ -51,7 +52,9 @@ def restore(
     for `timeout_seconds` before its end (a predecessor's transaction never ends, or
     the broker is gone)."""
     started = time.monotonic()
-    low, end = consumer.get_watermark_offsets(changelog, timeout=timeout_seconds, cached=False)
+    low, end = consumer.get_watermark_offsets(
+        changelog, timeout=min(timeout_seconds, _WATERMARKS_SECONDS), cached=False
+    )
     checkpoint = store.checkpoint
     if checkpoint is not None and checkpoint > end:
         raise CheckpointAhead(f"{changelog.topic} [{changelog.partition}] ends at {end}, "
