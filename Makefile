@@ -9,9 +9,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 QUIX_VENV  := .wapipe/bench-quix
 QUIX_STAMP := $(QUIX_VENV)/.installed
+FAUST_VENV  := .wapipe/bench-faust
+FAUST_STAMP := $(FAUST_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint prometheus unit soak kafka-up kafka-down bench-ingest bench-e2e bench-processors bench-rules lock clean
+.PHONY: help install run test lint prometheus unit soak kafka-up kafka-down bench-ingest bench-e2e bench-processors bench-rules bench-state lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -57,20 +59,32 @@ kafka-down: install  ## stop the local broker
 bench-ingest: install  ## ingester vs bare aiohttp under wrk (installs wrk with apt if missing)
 	bash bench/ingest/run.sh
 
-bench-e2e: install  ## p50/p99 from the ingester's 200 to message_state and alerts, the simulator at a fixed rate
+bench-e2e: install  ## p50/p99 from the ingester's 200 to message_state, replies and alerts, the simulator at 1,000 webhooks/s
 	$(BIN)/python bench/e2e/bench_e2e.py
 
-bench-processors: install $(QUIX_STAMP)  ## every worker's events/s vs a bare aiokafka loop, faust's floor and Quix Streams
+bench-processors: install $(QUIX_STAMP) $(FAUST_STAMP)  ## every worker's events/s vs the librdkafka ceiling, the engine's floor, Quix Streams and faust's floor
 	$(BIN)/python bench/processors/bench_processors.py
 
 bench-rules: install  ## the funnel's rules alone: microseconds per receipt vs the bare JSON parse (no Kafka)
 	$(BIN)/python bench/processors/bench_rules.py
+
+MESSAGES ?= 500000
+bench-state: install  ## the funnel's restore: changelog records/s vs librdkafka reading it (MESSAGES=5000000: the target's size)
+	$(BIN)/python bench/processors/bench_state.py --messages $(MESSAGES)
 
 # The Quix Streams peer runs in a virtualenv of its own: its pins conflict with ours.
 $(QUIX_STAMP): bench/processors/quix-requirements.txt
 	rm -rf $(QUIX_VENV)
 	$(PYTHON) -m venv $(QUIX_VENV)
 	$(QUIX_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+# faust's floor runs in a virtualenv of its own too: faust-streaming is the engine the
+# processors left, no longer one of the pipeline's dependencies.
+$(FAUST_STAMP): bench/processors/faust-requirements.txt
+	rm -rf $(FAUST_VENV)
+	$(PYTHON) -m venv $(FAUST_VENV)
+	$(FAUST_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
 lock: install  ## re-pin the whole dependency tree into constraints.txt

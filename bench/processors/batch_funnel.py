@@ -1,20 +1,19 @@
-"""The funnel's message-state step without faust: what our rules cost over aiokafka
-batches, for the processor benchmark. A prototype to measure, not a worker to run.
+"""The funnel's message-state hop without the engine: what our rules cost over plain
+aiokafka batches, for the processor benchmark. A prototype to measure, not a worker.
 
-It answers one question: can the funnel reach 20,000 events/s per worker on this
-machine if it leaves faust's per-event stream path? It does the work of our
-`message_states` agent per batch, with the same rules (`processors.funnel.batch`),
-and the same writes:
+It answers one question: how much of the funnel worker's cost is the engine (its
+transactions, its second hop, its stores' bookkeeping) rather than the funnel's own
+work? It does the work of the job's merge hop (processors/funnel/app.py) per batch,
+with the same fold (`processors.funnel.batch.MessageFold`) and the same writes:
 - `getmany` up to 2,000 receipts from `<prefix>.status` (keyed by umid);
-- read the stored states and partials of the batch from RocksDB (one multi-get),
-  fold the batch (`Batch.add`);
-- send each changed state to `<prefix>.batch.message_state` and to a changelog
-  topic, each touched partial to a partials topic and to a changelog, wait for
-  Kafka's acknowledgements;
-- write the states and partials to RocksDB (one write batch), commit the offsets.
-It leaves out what the worker does besides: replies and the re-keying hop
-(`observations`), the windows agent, table restore on rebalance, metrics. So its
-rate is an upper bound for a faust-free worker, not a worker.
+- read the stored states of the batch from RocksDB (one multi-get), fold the batch;
+- send each changed state to `<prefix>.batch.message_state` and to a changelog topic,
+  each window delta to `<prefix>.batch.deltas`, wait for Kafka's acknowledgements;
+- write the states to RocksDB (one write batch), commit the offsets.
+At least once, no transaction. It leaves out what the worker does besides: replies
+and their re-keying hop, summing the deltas into window totals (`TotalsFold`),
+restore on rebalance, metrics. So its rate is an upper bound of the merge hop
+without the engine, not a worker.
 """
 
 from __future__ import annotations
@@ -34,15 +33,8 @@ from rocksdict import Options, Rdict, WriteBatch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from processors.funnel.batch import Batch, Slot, slot_id
-from processors.funnel.state import (
-    MessageState,
-    dump_state,
-    load_state,
-    message_state_value,
-    observe_receipt,
-)
-from processors.funnel.windows import EMPTY, Partial
+from processors.funnel.batch import MessageFold
+from processors.funnel.state import dump_state, load_state, message_state_value, observe_receipt
 from processors.normalize.records import Receipt, record_from_value
 
 _MAX_RECORDS = 2000
@@ -50,8 +42,8 @@ _MAX_RECORDS = 2000
 
 async def run(bootstrap: str, prefix: str, state_dir: Path, partitions: int) -> None:
     out = f"{prefix}.batch"
-    await ensure_topics(bootstrap, partitions, f"{out}.messages-changelog", f"{out}.partials",
-                         f"{out}.partials-changelog", f"{out}.message_state")  # fmt: skip
+    await ensure_topics(bootstrap, partitions, f"{out}.messages-changelog", f"{out}.deltas",
+                        f"{out}.message_state")  # fmt: skip
     consumer = AIOKafkaConsumer(
         f"{prefix}.status", bootstrap_servers=bootstrap, group_id=f"{out}-funnel",
         isolation_level="read_committed",
@@ -78,39 +70,25 @@ async def run(bootstrap: str, prefix: str, state_dir: Path, partitions: int) -> 
 
 
 async def _handle(batches: dict[Any, list[Any]], db: Rdict, producer: Any, out: str) -> None:
-    received = [
-        (record, *_observation(record.value)) for records in batches.values() for record in records
-    ]
-    umids = list({umid for _, umid, _ in received})
-    states = dict(zip(umids, db.get([b"m|" + umid.encode() for umid in umids]), strict=True))
-
-    def stored_state(umid: str) -> MessageState:
-        data = states.get(umid)
-        return load_state(data) if data is not None else MessageState(umid=umid)
-
-    def stored_partial(slot: Slot) -> Partial:
-        data = db.get(b"p|" + slot_id(slot).encode())
-        return Partial.from_value(orjson.loads(data)) if data is not None else EMPTY
-
-    fold = Batch(stored_state, stored_partial, timedelta(days=2), datetime.now(UTC))
-    for record, umid, observation in received:
-        fold.add(umid, observation, record.partition, record.offset)
+    received = [_observation(record.value) for records in batches.values() for record in records]
+    umids = list({umid for umid, _ in received})
+    stored = db.get([b"m|" + umid.encode() for umid in umids])
+    fold = MessageFold({umid: load_state(data) for umid, data in zip(umids, stored, strict=True)
+                        if data is not None}, timedelta(days=2), datetime.now(UTC))  # fmt: skip
+    for umid, observation in received:
+        fold.add(umid, observation)
     deliveries = []
     writes = WriteBatch(raw_mode=True)
     for umid, state in fold.changed.items():
-        key, stored = umid.encode(), dump_state(state)
-        deliveries.append(
-            await producer.send(
-                f"{out}.message_state", key=key, value=orjson.dumps(message_state_value(state))
-            )
-        )
-        deliveries.append(await producer.send(f"{out}.messages-changelog", key=key, value=stored))
-        writes.put(b"m|" + key, stored)
-    for slot, partial in fold.touched.items():
-        key, value = slot_id(slot).encode(), orjson.dumps(partial.value())
-        deliveries.append(await producer.send(f"{out}.partials", key=key, value=value))
-        deliveries.append(await producer.send(f"{out}.partials-changelog", key=key, value=value))
-        writes.put(b"p|" + key, value)
+        key, value = umid.encode(), dump_state(state)
+        state_record = orjson.dumps(message_state_value(state))
+        deliveries.append(await producer.send(f"{out}.message_state", state_record, key=key))
+        deliveries.append(await producer.send(f"{out}.messages-changelog", value, key=key))
+        writes.put(b"m|" + key, value)
+    for window, counts in fold.deltas.items():
+        delta = orjson.dumps({"window": window.encode(), "counts": counts})
+        deliveries.append(await producer.send(f"{out}.deltas", delta,
+                                              key=window.sub_account_id.encode()))  # fmt: skip
     await asyncio.gather(*deliveries)
     db.write(writes)
 

@@ -1,14 +1,18 @@
-"""The funnel's rules alone: what one receipt costs in our own code, without Kafka or faust.
+"""The funnel's rules alone: what one receipt costs in our own code, without Kafka or the
+engine.
 
 Builds N receipts as `whatsapp.status` records (N/3 messages: sent, delivered, read,
-a second apart), then times, best of --repeat runs, each step a funnel worker takes
-per receipt, cumulatively:
+a second apart), then times, best of --repeat runs, each step the funnel job takes
+per receipt (processors/funnel/app.py), cumulatively:
 1. the ceiling: `orjson.loads` of each record (what any consumer must do);
 2. + the typed record and the observation (`record_from_value`, `observe_receipt`);
-3. + the merge into the message's state and its window partials (`Batch.add`, in
-   batches of 500 over states kept in a dict);
-4. + the encodings written per changed state (`dump_state` for the table,
-   `message_state_value` for the topic).
+3. + the merge into the message's state and the batch's window deltas
+   (`MessageFold.add`, in batches of 500 over states kept in a dict);
+4. + the encodings written per changed state and per delta (`dump_state` for the
+   table, `message_state_value` for the topic, the delta record);
+5. + the second hop, amortized over the receipts: each delta parsed back and summed
+   into its window's total and the rate alerts' sub-account window (`TotalsFold`),
+   each touched total encoded (`funnel_record`) with its table value.
 Prints microseconds per receipt and the receipts/s one core could do at most.
 """
 
@@ -25,14 +29,15 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from processors.funnel.batch import Batch, Slot
+from processors.funnel.batch import MessageFold, SubAccountWindow, TotalsFold
+from processors.funnel.rate_alerts import RateThresholds
 from processors.funnel.state import (
     MessageState,
     dump_state,
     message_state_value,
     observe_receipt,
 )
-from processors.funnel.windows import EMPTY, Partial
+from processors.funnel.windows import Counts, WindowKey, funnel_record
 from processors.normalize.canonical import format_timestamp
 from processors.normalize.records import Receipt, record_from_value
 
@@ -60,12 +65,12 @@ def receipts(count: int) -> list[bytes]:
 def run_steps(values: list[bytes], steps: int) -> None:
     """The first `steps` steps of the module docstring over `values`."""
     states: dict[str, MessageState] = {}
-    partials: dict[Slot, Partial] = {}
+    totals: dict[str, Counts] = {}
+    subaccounts: dict[str, SubAccountWindow] = {}
+    limits = RateThresholds()
     for first in range(0, len(values), _BATCH):
-        fold = Batch(lambda umid: states.get(umid) or MessageState(umid=umid),
-                     lambda slot: partials.get(slot, EMPTY), timedelta(days=2),
-                     datetime.now(UTC))  # fmt: skip
-        for offset, value in enumerate(values[first : first + _BATCH], start=first):
+        fold = MessageFold(states, timedelta(days=2), datetime.now(UTC))
+        for value in values[first : first + _BATCH]:
             parsed = orjson.loads(value)
             if steps < 2:
                 continue
@@ -73,14 +78,28 @@ def run_steps(values: list[bytes], steps: int) -> None:
             observation = observe_receipt(receipt)
             if steps < 3:
                 continue
-            fold.add(receipt.umid, observation, 0, offset)
+            fold.add(receipt.umid, observation)
         if steps < 4:
             continue
+        deltas = []
         for state in fold.changed.values():
             dump_state(state)
             orjson.dumps(message_state_value(state))
+        for window, counts in fold.deltas.items():
+            deltas.append(orjson.dumps({"window": window.encode(), "counts": counts}))
         states.update(fold.changed)
-        partials.update(fold.touched)
+        if steps < 5:
+            continue
+        sums = TotalsFold(totals, subaccounts, limits)
+        for data in deltas:
+            delta = orjson.loads(data)
+            sums.add(WindowKey.decode(delta["window"]), delta["counts"])
+        sums.alerts()
+        for window_id, counts in sums.totals.items():
+            orjson.dumps(funnel_record(WindowKey.decode(window_id), counts))
+            orjson.dumps(counts)
+        totals.update(sums.totals)
+        subaccounts.update(sums.touched_subaccounts)
 
 
 def best_seconds(work: Callable[[], None], repeat: int) -> float:
@@ -99,7 +118,9 @@ def main() -> int:
     arguments = parser.parse_args()
     values = receipts(arguments.receipts)
     names = ["orjson parse (the ceiling)", "+ typed record and observation",
-             "+ merge into state and partials (Batch.add)", "+ state encodings"]  # fmt: skip
+             "+ merge into state and window deltas (MessageFold.add)",
+             "+ state and delta encodings",
+             "+ deltas summed into window totals (TotalsFold), totals encoded"]  # fmt: skip
     print(f"{len(values):,} receipts, best of {arguments.repeat}\n")
     print("| step (cumulative) | µs per receipt | receipts/s on one core |")
     print("|---|---:|---:|")

@@ -1,12 +1,17 @@
 """The floor of a faust-streaming worker: the cheapest job faust can run over the raw
-topic, for the processor benchmark. It shows how much of a worker's cost is faust's
-stream machinery itself, before any work of ours.
+topic, for the processor benchmark. faust is the engine our processors ran on before
+processors/engine/: this shows what its stream machinery alone cost, before any work.
+
+Standalone (it imports nothing of this repository): it runs in a virtualenv of its own,
+.wapipe/bench-faust (bench/processors/faust-requirements.txt), as faust-streaming is no
+longer one of the pipeline's dependencies.
 
 One agent reads the raw topic in batches the way our workers do (`take_events`, the
 same batch size and wait), parses each body (orjson) and, with `--send`, writes one
 record per event through the producer and waits for the batch's acknowledgements,
-as every wapipe job does. After `--events` events it prints one line,
-`FLOOR <events/s>`, measured from the end of the first batch to the last, and exits.
+as our faust jobs did (at least once: they used no transactions). After `--events`
+events it prints one line, `FLOOR <events/s>`, measured from the end of the first
+batch to the last, and exits.
 """
 
 from __future__ import annotations
@@ -16,16 +21,17 @@ import asyncio
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
-from processors.runtime import raw_topic  # noqa: E402
+def raw_topic(app: faust.App, *names: str) -> Any:
+    """A topic of bytes, as our faust jobs read theirs (they decoded JSON themselves)."""
+    return app.topic(
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
 
 
 def main() -> int:

@@ -9,9 +9,10 @@ repository) in Quix's idiom:
 - each change's window contributions, re-keyed by window (`group_by`, Quix's
   repartition topic) -> a stateful sum per window -> `<prefix>.quix-<guarantee>.funnel`.
 What it leaves out, and our job does not: replies from `whatsapp.inbound` (the
-benchmark feeds receipts only) and the per-partition partials that keep our window
-totals exact after a crash (Quix's at-least-once recounts a replayed change;
-its exactly-once mode uses Kafka transactions instead).
+benchmark feeds receipts only), the rate alerts, and one delta per window and batch
+(our job sums a batch's changes before its second hop; this sends each change). Its
+at-least-once mode recounts a replayed change in the windows; its exactly-once mode
+uses Kafka transactions, as our engine does for every batch.
 """
 
 from __future__ import annotations

@@ -90,6 +90,9 @@ def restore_consumer(options: KafkaOptions) -> confluent_kafka.Consumer:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
+        # One partition after the other: a fetch that waits 500 ms (the default) at a
+        # partition's end costs a restore more than the records (bench/processors/bench_state.py).
+        "fetch.wait.max.ms": 10,
         "fetch.max.bytes": 64 << 20,
         "max.partition.fetch.bytes": 16 << 20,
         "queued.max.messages.kbytes": 262_144,
