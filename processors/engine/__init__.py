@@ -5,6 +5,7 @@ to outputs and writes.
 
 - `job`: what a job gives the engine, and the `PartitionBatch` it works on;
 - `loop`: the worker: consume, process, commit, store; rebalances and restore;
+- `transaction`: the transactional producer, and how it outlasts the broker;
 - `state/`: the stores (RocksDB, committed writes only) and the views a batch sees;
 - `kafka`: the librdkafka clients and why each setting;
 - `metrics`: the engine's Prometheus series and the worker's web server;

@@ -35,16 +35,11 @@ changelog's end read next holds everything that predecessor committed.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import queue
-import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import confluent_kafka
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -56,6 +51,7 @@ from processors.engine.metrics import EngineMetrics, Heartbeat, WebServer
 from processors.engine.state.restore import CheckpointAhead, RestoreError, restore
 from processors.engine.state.store import Store, StoreOptions
 from processors.engine.state.view import TableView
+from processors.engine.transaction import FENCED, RETRY_SECONDS, Transactions, retrying
 from wapipe.logs import get_logger
 
 log = get_logger(__name__)
@@ -64,13 +60,6 @@ Views = dict[int, dict[str, TableView]]  # partition -> table -> this round's vi
 
 _GAUGE_SECONDS = 2.0
 _MEMORY_SECONDS = 10.0
-_PRODUCE_RETRY_SECONDS = 0.05
-_RETRY_SECONDS = 1.0  # between attempts while the broker is away
-_SEND_OFFSETS_MARGIN_SECONDS = 10.0
-# Fatal: the producer is abandoned for a new one (`Worker._start_over`).
-_HUNG = confluent_kafka.KafkaError(confluent_kafka.KafkaError._TIMED_OUT,
-                                   "send_offsets_to_transaction hung", fatal=True)  # fmt: skip
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -102,10 +91,6 @@ class _StartedOver(Exception):
     (`Worker._start_over`): nothing to rewind."""
 
 
-# The fatal errors that mean another worker with our transactional.id took over.
-_FENCED = {confluent_kafka.KafkaError._FENCED, confluent_kafka.KafkaError.PRODUCER_FENCED}
-
-
 class Worker:
     """One worker of `job`: `run()` until `stop()` (a signal handler may call it)."""
 
@@ -121,10 +106,10 @@ class Worker:
         # Several sources with tables: co-partitioned, so the eager `range` assignor.
         self._copartitioned = bool(job.tables) and len(job.sources) > 1
         self.consumer = kafka.consumer(config.kafka, cooperative=not self._copartitioned)
-        self.producer = kafka.producer(config.kafka)
+        self.transactions = Transactions(config.kafka, config.broker_timeout_seconds,
+                                         self.heartbeat.beat, lambda: self._stopping)  # fmt: skip
         self.restorer = kafka.restore_consumer(config.kafka)
         self.stores: dict[int, dict[str, Store]] = {}  # partition -> table -> its store
-        self._offsets_sender = _Caller("send-offsets")
         self._to_restore: list[TopicPartition] = []
         self._assigned: set[tuple[str, int]] = set()
         self._stopping = False
@@ -137,10 +122,7 @@ class Worker:
     def run(self) -> None:
         self.web.start()
         try:
-            self._retrying(
-                lambda: self.producer.init_transactions(self.config.broker_timeout_seconds),
-                "init_transactions",
-            )
+            self.transactions.init()
             if self._copartitioned:
                 self._check_copartitioned()
             self.consumer.subscribe(list(self.job.sources), on_assign=self._on_assign,
@@ -279,23 +261,23 @@ class Worker:
         the offset after its last record. Raises _Aborted when the transaction was aborted."""
         started = time.perf_counter()
         checkpoints: dict[tuple[str, int], int] = {}
-        timeout = self.config.broker_timeout_seconds
+        transactions = self.transactions
         try:
-            self.producer.begin_transaction()
+            transactions.begin()
             for batch in batches:
                 for output in batch.outputs:
-                    self._produce(output.topic, output.key, output.value, None,
-                                  output.timestamp_ms, output.headers)  # fmt: skip
+                    transactions.produce(output.topic, output.key, output.value, None,
+                                         output.timestamp_ms, output.headers)  # fmt: skip
             for partition, tables in views.items():
                 for table, view in tables.items():
                     self._produce_changelog(table, partition, view, checkpoints)
             offsets = [tp for tp in offsets if tp.offset >= 0]
             if offsets:
-                self._send_offsets(offsets, timeout)
-            self._commit_transaction(timeout)
+                transactions.send_offsets(offsets, self.consumer.consumer_group_metadata())
+            transactions.commit()
         except KafkaException as exception:
             self._abort(exception)
-        self.producer.poll(0)  # serve the delivery reports that carry the checkpoints
+        transactions.poll()  # serve the delivery reports that carry the checkpoints
         self._failed_batches = 0
         self.metrics.commit_duration.observe(time.perf_counter() - started)
         return checkpoints
@@ -308,64 +290,13 @@ class Worker:
         topic = self.config.changelogs[table]
         *first, (last_key, last_value) = view.writes.items()
         for key, value in first:
-            self._produce(topic, key, value, partition)
+            self.transactions.produce(topic, key, value, partition)
 
         def delivered(error: confluent_kafka.KafkaError | None, message: Message) -> None:
             if error is None:
                 checkpoints[(table, partition)] = origin(message)[2] + 1
 
-        self._produce(topic, last_key, last_value, partition, on_delivery=delivered)
-
-    def _produce(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
-        timestamp_ms: int | None = None, headers: list[tuple[str, bytes]] | None = None,
-        on_delivery: object = None,
-    ) -> None:  # fmt: skip
-        arguments: dict[str, Any] = {"key": key, "value": value}
-        if partition is not None:
-            arguments["partition"] = partition
-        if timestamp_ms is not None:
-            arguments["timestamp"] = timestamp_ms
-        if headers:
-            arguments["headers"] = headers
-        if on_delivery is not None:
-            arguments["on_delivery"] = on_delivery
-        while True:
-            try:
-                self.producer.produce(topic, **arguments)
-                return
-            except BufferError:  # librdkafka's queue is full: let it send
-                self.producer.poll(_PRODUCE_RETRY_SECONDS)
-
-    def _send_offsets(self, offsets: list[TopicPartition], timeout: float) -> None:
-        """`send_offsets_to_transaction`, given up on after `timeout` and a margin: after a
-        broker outage librdkafka can keep a stale group coordinator and wait past its own
-        timeout for good (librdkafka issues 5456 and 5511, seen here in
-        tests/reliability/test_broker_outage.py). Then the call's thread is left behind
-        and the worker starts over with a new producer, which fences the stuck one."""
-        metadata, producer = self.consumer.consumer_group_metadata(), self.producer
-        try:
-            self._offsets_sender.call(
-                lambda: producer.send_offsets_to_transaction(offsets, metadata, timeout),
-                timeout + _SEND_OFFSETS_MARGIN_SECONDS,
-            )
-        except concurrent.futures.TimeoutError:
-            self._offsets_sender = _Caller("send-offsets")  # the old one's thread is stuck
-            raise KafkaException(_HUNG) from None
-
-    def _commit_transaction(self, timeout: float) -> None:
-        """Commit; a retriable failure (the broker away) is retried as long as it lasts: the
-        outcome is only known once a call returns."""
-        while True:
-            try:
-                self.producer.commit_transaction(timeout)
-                return
-            except KafkaException as exception:
-                error = kafka.kafka_error(exception)
-                if error is None or not error.retriable() or self._stopping:
-                    raise
-                log.warning("commit failed; retrying", job=self.job.name, error=str(error))
-                self.heartbeat.beat()
+        self.transactions.produce(topic, last_key, last_value, partition, on_delivery=delivered)
 
     def _abort(self, exception: KafkaException) -> None:
         """Abort the batch's transaction (raises _Aborted), or start over when the producer
@@ -382,62 +313,20 @@ class Worker:
                     failed_in_a_row=self._failed_batches)  # fmt: skip
         if error is None or not error.fatal():
             try:
-                self._abort_transaction()
-                self._renew_producer()
+                self.transactions.abort()
+                self.transactions.renew()  # after an outage, librdkafka's old one may hang
                 raise _Aborted from exception
             except KafkaException as abort_exception:
                 error = kafka.kafka_error(abort_exception)
                 if error is None or not error.fatal():
                     raise EngineError(f"aborting the transaction failed: {error}") from None
-        if error.code() in _FENCED:
+        if error.code() in FENCED:
             raise EngineError(
                 f"the producer was fenced ({error}): another worker with this "
                 "WAPIPE_PROCESSOR_INSTANCE took over"
             ) from exception
         self._start_over(error)
         raise _StartedOver from exception
-
-    def _abort_transaction(self) -> None:
-        """Abort, waiting as long as the broker is away (a restart would not bring it back),
-        unless the worker is asked to stop."""
-        while True:
-            try:
-                self.producer.abort_transaction(self.config.broker_timeout_seconds)
-                return
-            except KafkaException as exception:
-                error = kafka.kafka_error(exception)
-                if error is None or not error.retriable() or self._stopping:
-                    raise
-                log.warning("aborting the transaction waits for the broker", job=self.job.name,
-                            error=str(error))  # fmt: skip
-                self.heartbeat.beat()
-
-    def _retrying(self, call: Callable[[], _T], what: str) -> _T:
-        """`call()`, again after each failure that is not fatal (the broker away)."""
-        while True:
-            try:
-                return call()
-            except KafkaException as exception:
-                error = kafka.kafka_error(exception)
-                if (error is not None and error.fatal()) or self._stopping:
-                    raise
-                log.warning(f"{what} failed; retrying", job=self.job.name,
-                            error=str(error or exception))  # fmt: skip
-                self.heartbeat.beat()
-                time.sleep(_RETRY_SECONDS)
-
-    def _renew_producer(self) -> None:
-        """A new producer with the same transactional.id (its `init_transactions` ends
-        any transaction the old one left open). After every failed transaction: a
-        producer that lived through a broker outage can keep a stale coordinator and
-        hang in `send_offsets_to_transaction` past its timeout (librdkafka issues 5456
-        and 5511, seen here in tests/reliability/test_broker_outage.py)."""
-        self.producer.purge()
-        self.producer = kafka.producer(self.config.kafka)
-        self._retrying(
-            lambda: self.producer.init_transactions(self.config.broker_timeout_seconds),
-            "init_transactions",
-        )
 
     def _start_over(self, error: confluent_kafka.KafkaError) -> None:
         """After a fatal producer error (seen when the transaction coordinator's broker
@@ -449,14 +338,15 @@ class Worker:
         log.warning("the producer failed fatally; starting over from the committed offsets",
                     job=self.job.name, error=str(error))  # fmt: skip
         timeout = self.config.broker_timeout_seconds
-        self._renew_producer()
+        self.transactions.renew()
         for stores in self.stores.values():
             for store in stores.values():
                 store.close()
         self.stores.clear()
         assignment = self.consumer.assignment()
-        committed = self._retrying(lambda: self.consumer.committed(assignment, timeout=timeout),
-                                   "reading the committed offsets")  # fmt: skip
+        committed = retrying(lambda: self.consumer.committed(assignment, timeout=timeout),
+                             "reading the committed offsets", self.heartbeat.beat,
+                             lambda: self._stopping)  # fmt: skip
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else confluent_kafka.OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
@@ -546,7 +436,7 @@ class Worker:
             self.restorer.close()
             self.restorer = kafka.restore_consumer(self.config.kafka)
             self._to_restore = partitions + self._to_restore
-            time.sleep(_RETRY_SECONDS)  # the broker's way back is not a condition to await
+            time.sleep(RETRY_SECONDS)  # the broker's way back is not a condition to await
             return
         self.consumer.resume(partitions)
 
@@ -622,38 +512,13 @@ class Worker:
                 store.close()
         self.stores.clear()
         self.restorer.close()
-        self.producer.flush(5)
+        self.transactions.close()
         self.web.stop()
         log.info("worker stopped", job=self.job.name)
 
 
 def _written(views: Views) -> bool:
     return any(view.writes for tables in views.values() for view in tables.values())
-
-
-class _Caller:
-    """Runs calls on a daemon thread of its own, so that a call stuck in librdkafka can be
-    given up on, and the process still exits."""
-
-    def __init__(self, name: str) -> None:
-        self._calls: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = (
-            queue.SimpleQueue()
-        )
-        threading.Thread(target=self._serve, name=name, daemon=True).start()
-
-    def call(self, call: Callable[[], object], timeout: float) -> object:
-        """`call()`'s result; concurrent.futures.TimeoutError after `timeout` seconds."""
-        future: Future[object] = Future()
-        self._calls.put((call, future))
-        return future.result(timeout)
-
-    def _serve(self) -> None:
-        while True:
-            call, future = self._calls.get()
-            try:
-                future.set_result(call())
-            except BaseException as exception:  # the caller re-raises it
-                future.set_exception(exception)
 
 
 def _names(partitions: list[TopicPartition]) -> list[str]:

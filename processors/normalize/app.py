@@ -14,6 +14,7 @@ remembered exactly when it is written.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -95,14 +96,16 @@ class NormalizeJob:
         reads = [self._read(record, now) for record in batch.records]
         seen = batch.table(_SEEN)
         known = seen.get_many({key for read in reads for key in _keys(read.result)})
+        outcomes: collections.Counter[str] = collections.Counter()  # once per batch: labels cost
         for read in reads:
             result = read.result
             if isinstance(result, rules.Rejected):
                 self._dead_letter(batch, read, result)
+                outcomes[f"deadletter_{result.kind.value}"] += 1
                 continue
             dedupe_key = result.dedupe_key.encode()
             if known.get(dedupe_key) is not None:
-                self.metrics.events.labels("duplicate").inc()
+                outcomes["duplicate"] += 1
                 continue
             if result.id_key is not None:
                 id_key = result.id_key.encode()
@@ -122,7 +125,9 @@ class NormalizeJob:
                               else record_time_ms(read.record)),
                 headers=[*read.headers, ("wapipe-dedupe-key", dedupe_key)],
             )  # fmt: skip
-            self.metrics.events.labels(result.topic.suffix).inc()
+            outcomes[result.topic.suffix] += 1
+        for outcome, count in outcomes.items():
+            self.metrics.events.labels(outcome).inc(count)
         self.metrics.expired.inc(self.sweeper.sweep(batch.partition, seen, now_ms))
 
     def dead_letter(self, record: Message, error: BaseException) -> Output:
@@ -144,7 +149,6 @@ class NormalizeJob:
         )  # fmt: skip
         batch.send(self.deadletter, key, orjson.dumps(record_value(letter)),
                    timestamp_ms=record_time_ms(record), headers=read.headers)  # fmt: skip
-        self.metrics.events.labels(f"deadletter_{rejected.kind.value}").inc()
 
 
 def _value(record: Message) -> bytes:
