@@ -57,6 +57,11 @@ def header(record: Message, name: str) -> str | None:
     return found
 
 
+def key_text(record: Message) -> str:
+    """A consumed record's key as text ("" when it has none)."""
+    return (record.key() or b"").decode()
+
+
 def record_time_ms(record: Message) -> int | None:
     """A source record's Kafka timestamp (epoch ms), None when it has none."""
     kind, at = record.timestamp()

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from processors.alerts import alert_value
 from processors.dead_letters import poison_letter
-from processors.engine.job import Output, PartitionBatch, Table, Timer, record_time_ms
+from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text, record_time_ms
 from processors.funnel.batch import MessageFold, SubAccountWindow, TotalsFold
 from processors.funnel.metrics import FunnelMetrics, WindowGauges
 from processors.funnel.rate_alerts import RateThresholds, subaccount_key
@@ -113,7 +113,7 @@ class FunnelJob:
                 receipt = record_from_value(Receipt, _json(record))
                 observations.append((receipt.umid, observe_receipt(receipt)))
             else:
-                observations.append(((record.key() or b"").decode(), Observation(**_json(record))))
+                observations.append((key_text(record), Observation(**_json(record))))
         if is_receipt:
             self.metrics.observations.labels("status").inc(len(observations))
         messages = batch.table(_MESSAGES)

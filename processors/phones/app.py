@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from processors.alerts import Alert, alert_value
 from processors.dead_letters import poison_letter
-from processors.engine.job import Output, PartitionBatch, Table, Timer
+from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text
 from processors.event_order import Applied
 from processors.keyed_state import KeyedBatch, StateRecords, event_time_ms
 from processors.normalize.records import AccountEvent, PhoneEvent, record_from_value
@@ -94,9 +94,9 @@ class PhonesJob:
         if batch.topic == self.account_topic:
             self._account_alerts(batch)
             return
-        keyed = KeyedBatch(batch, self.records, (_key(record) for record in batch.records))
+        keyed = KeyedBatch(batch, self.records, (key_text(record) for record in batch.records))
         for record in batch.records:
-            number = _key(record)
+            number = key_text(record)
             event = record_from_value(PhoneEvent, orjson.loads(record.value() or b""))
             outcome = apply(keyed.state(number), event)
             self.metrics.events.labels(outcome.ignored or "applied").inc()
@@ -130,10 +130,6 @@ class PhonesJob:
 
 def create_job(settings: Settings, registry: CollectorRegistry) -> PhonesJob:
     return PhonesJob(settings, registry)
-
-
-def _key(record: Message) -> str:
-    return (record.key() or b"").decode()
 
 
 def _load(number: str, data: str | bytes | None) -> PhoneState:

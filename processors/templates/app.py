@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from processors.alerts import Alert
 from processors.dead_letters import poison_letter
-from processors.engine.job import Output, PartitionBatch, Table, Timer
+from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text
 from processors.event_order import Applied
 from processors.keyed_state import KeyedBatch, StateRecords
 from processors.normalize import canonical
@@ -107,9 +107,9 @@ class TemplatesJob:
         self.deadletter = topics.DEADLETTER.name(prefix)
 
     def process(self, batch: PartitionBatch) -> None:
-        keyed = KeyedBatch(batch, self.records, (_key(record) for record in batch.records))
+        keyed = KeyedBatch(batch, self.records, (key_text(record) for record in batch.records))
         for record in batch.records:
-            template_id = _key(record)
+            template_id = key_text(record)
             event = record_from_value(TemplateEvent, orjson.loads(record.value() or b""))
             outcome = apply(keyed.state(template_id), event, self.policy)
             self.metrics.events.labels(outcome.ignored or "applied").inc()
@@ -151,10 +151,6 @@ class TemplatesJob:
 
 def create_job(settings: Settings, registry: CollectorRegistry) -> TemplatesJob:
     return TemplatesJob(settings, registry)
-
-
-def _key(record: Message) -> str:
-    return (record.key() or b"").decode()
 
 
 def _load(template_id: str, data: str | bytes | None) -> TemplateState:
