@@ -31,11 +31,6 @@ class StateRecords(Generic[State]):
     alerts_topic: str
 
 
-def event_time_ms(at: str | None) -> int | None:
-    """A record's Kafka timestamp (epoch ms) from its canonical event time."""
-    return None if at is None else int(canonical.parse_timestamp(at, "at").timestamp() * 1000)
-
-
 class KeyedBatch(Generic[State]):
     """The states of one partition batch's keys, as its events change them."""
 
@@ -68,8 +63,8 @@ class KeyedBatch(Generic[State]):
         for key, state in self.changed.items():
             encoded = key.encode()
             batch.send(records.topic, encoded, orjson.dumps(records.value(state)),
-                       timestamp_ms=event_time_ms(records.event_time(state)))  # fmt: skip
+                       timestamp_ms=canonical.timestamp_ms(records.event_time(state)))  # fmt: skip
             self.view.put(encoded, orjson.dumps(state))  # orjson writes dataclasses natively
         for key, alert in self.alerts:
             batch.send(records.alerts_topic, key.encode(), orjson.dumps(alert_value(alert)),
-                       timestamp_ms=event_time_ms(alert.occurred_at))  # fmt: skip
+                       timestamp_ms=canonical.timestamp_ms(alert.occurred_at))  # fmt: skip

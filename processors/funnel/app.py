@@ -42,7 +42,7 @@ from processors.funnel.state import (
     observe_reply,
 )
 from processors.funnel.windows import WindowKey, funnel_record
-from processors.keyed_state import event_time_ms
+from processors.normalize import canonical
 from processors.normalize.records import InboundMessage, Receipt, record_from_value
 from wapipe import topics
 from wapipe.settings import Settings
@@ -125,12 +125,12 @@ class FunnelJob:
         for umid, state in fold.changed.items():
             key = umid.encode()
             batch.send(self.message_state, key, orjson.dumps(message_state_value(state)),
-                       timestamp_ms=event_time_ms(state.last_event_at))  # fmt: skip
+                       timestamp_ms=canonical.timestamp_ms(state.last_event_at))  # fmt: skip
             messages.put(key, dump_state(state))
         for window, counts in fold.deltas.items():
             batch.send(self.deltas, window.sub_account_id.encode(),
                        orjson.dumps({"window": window.encode(), "counts": counts}),
-                       timestamp_ms=event_time_ms(window.start))  # fmt: skip
+                       timestamp_ms=canonical.timestamp_ms(window.start))  # fmt: skip
         self.metrics.merged.inc(len(observations))
         self.metrics.state_changes.inc(len(fold.changed))
         self.metrics.late_changes.inc(fold.late_changes)
@@ -154,14 +154,14 @@ class FunnelJob:
         for window, alert in fold.alerts():
             batch.send(self.alerts, window.sub_account_id.encode(),
                        orjson.dumps(alert_value(alert)),
-                       timestamp_ms=event_time_ms(alert.occurred_at))  # fmt: skip
+                       timestamp_ms=canonical.timestamp_ms(alert.occurred_at))  # fmt: skip
             self.metrics.alerts.labels(alert.type, window.sub_account_id or "unknown").inc()
             self.gauges.show_alert(alert.type, window)
         for window_id, counts in fold.totals.items():
             key = WindowKey.decode(window_id)
             record = funnel_record(key, counts)
             batch.send(self.funnel, key.sub_account_id.encode(), orjson.dumps(record),
-                       timestamp_ms=event_time_ms(key.start))  # fmt: skip
+                       timestamp_ms=canonical.timestamp_ms(key.start))  # fmt: skip
             windows.put(window_id.encode(), orjson.dumps(counts))
             self.gauges.show(key, record)
         for whole, subaccount in fold.touched_subaccounts.items():

@@ -22,7 +22,7 @@ import orjson
 from confluent_kafka import Message
 from prometheus_client import CollectorRegistry, Counter
 
-from processors.dead_letters import poison_letter
+from processors.dead_letters import dead_letter, poison_letter
 from processors.engine.job import (
     Output,
     PartitionBatch,
@@ -30,10 +30,9 @@ from processors.engine.job import (
     Timer,
     header,
     headers_of,
-    origin,
     record_time_ms,
 )
-from processors.normalize import rules
+from processors.normalize import canonical, rules
 from processors.normalize.records import record_value
 from processors.normalize.seen import SWEEP_MARGIN_DAYS, SeenSweep, digest_of, seen_value
 from wapipe import topics
@@ -92,7 +91,7 @@ class NormalizeJob:
 
     def process(self, batch: PartitionBatch) -> None:
         now = datetime.now(UTC)
-        now_ms = int(now.timestamp() * 1000)
+        now_ms = canonical.epoch_ms(now)
         reads = [self._read(record, now) for record in batch.records]
         seen = batch.table(_SEEN)
         known = seen.get_many({key for read in reads for key in _keys(read.result)})
@@ -100,7 +99,8 @@ class NormalizeJob:
         for read in reads:
             result = read.result
             if isinstance(result, rules.Rejected):
-                self._dead_letter(batch, read, result)
+                batch.outputs.append(dead_letter(read.record, result, self.deadletter,
+                                                 read.received_at))  # fmt: skip
                 outcomes[f"deadletter_{result.kind.value}"] += 1
                 continue
             dedupe_key = result.dedupe_key.encode()
@@ -121,7 +121,7 @@ class NormalizeJob:
             batch.send(
                 self.topic_names[result.topic.suffix], result.key.encode(),
                 orjson.dumps(record_value(result.record)),
-                timestamp_ms=(int(occurred.timestamp() * 1000) if occurred is not None
+                timestamp_ms=(canonical.epoch_ms(occurred) if occurred is not None
                               else record_time_ms(read.record)),
                 headers=[*read.headers, ("wapipe-dedupe-key", dedupe_key)],
             )  # fmt: skip
@@ -138,17 +138,6 @@ class NormalizeJob:
         latest = rules.event_time_limit(received_at, now, self.ahead)
         return _Read(record, headers_of(record), received_at,
                      rules.normalize(_value(record), received_at, latest))  # fmt: skip
-
-    def _dead_letter(self, batch: PartitionBatch, read: _Read, rejected: rules.Rejected) -> None:
-        record = read.record
-        topic, partition, offset = origin(record)
-        key = record.key()
-        letter = rules.dead_letter(
-            rejected, _value(record), source_topic=topic, source_partition=partition,
-            source_offset=offset, key=key, received_at=read.received_at,
-        )  # fmt: skip
-        batch.send(self.deadletter, key, orjson.dumps(record_value(letter)),
-                   timestamp_ms=record_time_ms(record), headers=read.headers)  # fmt: skip
 
 
 def _value(record: Message) -> bytes:

@@ -54,6 +54,11 @@ def epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def timestamp_ms(at: str | None) -> int | None:
+    """`epoch_ms` of a canonical time (a derived record's event time), None for None."""
+    return None if at is None else epoch_ms(parse_timestamp(at, "at"))
+
+
 def lower(value: object) -> str | None:
     """Enumerated values (channel, state, type, detail) are compared and written lower-case
     (casefolded, as the schemas' case-insensitive matching compares them)."""

@@ -20,7 +20,8 @@ from processors.alerts import Alert, alert_value
 from processors.dead_letters import poison_letter
 from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text
 from processors.event_order import Applied
-from processors.keyed_state import KeyedBatch, StateRecords, event_time_ms
+from processors.keyed_state import KeyedBatch, StateRecords
+from processors.normalize import canonical
 from processors.normalize.records import AccountEvent, PhoneEvent, record_from_value
 from processors.phones.rules import (
     TIER_RANK,
@@ -120,7 +121,7 @@ class PhonesJob:
             self.metrics.events.labels("account").inc()
             for alert in alerts:
                 batch.send(self.alerts_topic, record.key(), orjson.dumps(alert_value(alert)),
-                           timestamp_ms=event_time_ms(alert.occurred_at))  # fmt: skip
+                           timestamp_ms=canonical.timestamp_ms(alert.occurred_at))  # fmt: skip
             self._count(alerts)
 
     def _count(self, alerts: tuple[Alert, ...]) -> None:
