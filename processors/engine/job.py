@@ -111,9 +111,9 @@ class Table:
 @dataclass(frozen=True)
 class Timer:
     """Work that runs every `every_seconds` inside the loop, in the same transaction as
-    what it sends and writes: `run(batches, now)` gets a batch for each partition of
-    this worker whose tables are restored (partition -> its batch, with this round's
-    records and writes if it had any), and the wall-clock time (epoch seconds). The
+    what it sends and writes: `run(batches, now)` gets a batch without records for each
+    partition of this worker whose tables are restored (partition -> its batch, whose
+    tables hold this round's writes), and the wall-clock time (epoch seconds). The
     partitions are all of the worker's, so a timer may also reset gauges over them."""
 
     every_seconds: float

@@ -258,7 +258,8 @@ class Worker:
         self, batches: list[PartitionBatch], views: Views, offsets: list[TopicPartition]
     ) -> dict[tuple[str, int], int]:
         """Produce, send the offsets, commit; the changelog checkpoints (table, partition) ->
-        the offset after its last record. Raises _Aborted when the transaction was aborted."""
+        the offset after its last record. Raises _Aborted when the transaction was aborted,
+        _StartedOver when the worker started over (`_abort`)."""
         started = time.perf_counter()
         checkpoints: dict[tuple[str, int], int] = {}
         transactions = self.transactions
@@ -339,10 +340,7 @@ class Worker:
                     job=self.job.name, error=str(error))  # fmt: skip
         timeout = self.config.broker_timeout_seconds
         self.transactions.renew()
-        for stores in self.stores.values():
-            for store in stores.values():
-                store.close()
-        self.stores.clear()
+        self._close_stores(list(self.stores))
         assignment = self.consumer.assignment()
         committed = retrying(lambda: self.consumer.committed(assignment, timeout=timeout),
                              "reading the committed offsets", self.heartbeat.beat,
@@ -399,13 +397,16 @@ class Worker:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned -= gone
         self._to_restore = [tp for tp in self._to_restore if (tp.topic, tp.partition) not in gone]
-        for tp in partitions:
-            for store in self.stores.pop(tp.partition, {}).values():
-                store.close()
+        self._close_stores([tp.partition for tp in partitions])
         if self._copartitioned:
             consumer.unassign()  # eager: the whole assignment goes
         else:
             consumer.incremental_unassign(partitions)
+
+    def _close_stores(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            for store in self.stores.pop(partition, {}).values():
+                store.close()
 
     def _restore(self) -> None:
         """Restore the stores of the newly assigned partitions, then resume them. A broker
@@ -507,10 +508,7 @@ class Worker:
     def _close(self) -> None:
         with contextlib.suppress(RuntimeError):  # closed already
             self.consumer.close()  # leaves the group; revokes (and closes) every store
-        for stores in self.stores.values():
-            for store in stores.values():
-                store.close()
-        self.stores.clear()
+        self._close_stores(list(self.stores))
         self.restorer.close()
         self.transactions.close()
         self.web.stop()

@@ -18,11 +18,7 @@ def test_every_table_has_its_changelog_in_the_topic_list(tmp_path):
     names = set()
     for job in JOBS:
         module = importlib.import_module(f"processors.{job}.app")
-        if hasattr(module, "create_job"):  # on the stream engine
-            tables = module.create_job(settings, CollectorRegistry()).tables
-            names |= {changelog(job, table.name).name(settings.topic_prefix) for table in tables}
-        else:
-            app = module.create_app(settings)
-            names |= {table.changelog_topic.get_topic_name() for table in app.tables.values()}
+        tables = module.create_job(settings, CollectorRegistry()).tables
+        names |= {changelog(job, table.name).name(settings.topic_prefix) for table in tables}
     assert names == {spec.name(settings.topic_prefix) for spec in CHANGELOGS}
     assert {spec.cleanup_policy for spec in CHANGELOGS} == {CleanupPolicy.COMPACT}

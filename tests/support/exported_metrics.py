@@ -19,19 +19,17 @@ _SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 
 
 def exported_metric_names() -> set[str]:
-    """Every metric the ingester and each processor's app register (built, not started)."""
+    """Every metric the ingester and each processor's job and engine register (built, not
+    started)."""
     registries = [CollectorRegistry()]
     IngestMetrics(registries[0])
-    home = Path(tempfile.gettempdir()) / "wapipe-metrics-check"  # apps make state dirs
+    home = Path(tempfile.gettempdir()) / "wapipe-metrics-check"
     settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="metrics.check", home=home)
     for module in PROCESSOR_JOBS.values():
         registry = CollectorRegistry()
         registries.append(registry)
-        app = importlib.import_module(module)
-        if hasattr(app, "create_job"):  # on the stream engine: the job's and the engine's
-            EngineMetrics(registry, app.create_job(settings, registry).name)
-        else:
-            app.create_app(settings, registry)
+        job = importlib.import_module(module).create_job(settings, registry)
+        EngineMetrics(registry, job.name)
     return {family.name for registry in registries for family in registry.collect()}
 
 
