@@ -174,7 +174,12 @@ class Settings(BaseSettings):
         6066, ge=1, le=65535, description="Port of a processor worker's web server."
     )
     processor_batch_size: int = Field(
-        500, ge=1, le=100_000, description="Events a processor handles per batch at most."
+        2000,
+        ge=1,
+        le=100_000,
+        description="Events a processor handles per batch at most (one Kafka transaction "
+        "each). Larger batches spread the transaction's fixed cost (a few ms) over more "
+        "events under a backlog; when traffic is light a batch closes after 50 ms anyway.",
     )
     processor_instance: str | None = Field(
         None,

@@ -41,12 +41,8 @@ def parse_timestamp(value: object, field: str) -> datetime:
 
 def format_timestamp(moment: datetime) -> str:
     """UTC ISO 8601 with milliseconds: `2026-03-14T10:01:37.400Z`, the topics' one format."""
-    utc = moment.astimezone(UTC)
-    # Formatted by hand: strftime's %Y does not zero-pad years before 1000.
-    return (
-        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
-        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
-    )
+    # isoformat, not strftime: %Y does not zero-pad years before 1000. Ends in +00:00.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def epoch_ms(moment: datetime) -> int:
