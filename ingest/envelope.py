@@ -22,9 +22,15 @@ UNKNOWN_EVENT_TYPE = "unknown"
 MAX_KEY_BYTES = 512
 _EVENT_TYPE_HEADER_CHARS = 200
 
-# Where an id may sit when neither `payload.umid` nor `eventId` is there, most
-# specific first: LINE's flat inbound shape, other envelopes, bare ids.
-_FALLBACK_ID_PATHS: tuple[tuple[str, ...], ...] = (
+# Where the key's id may sit, the first present wins: a message event's umid; the
+# subject of a template event (every template event type carries `templateId`) or of
+# a phone-number event, as normalize keys their topics; an account event's id; then,
+# most specific first, LINE's flat inbound shape, other envelopes, bare ids.
+_ID_PATHS: tuple[tuple[str, ...], ...] = (
+    ("payload", "umid"),
+    ("eventDetails", "templateId"),
+    ("eventDetails", "displayPhoneNumber"),
+    ("eventId",),
     ("inboundMessage", "umid"),
     ("umid",),
     ("payload", "messageId"),
@@ -43,13 +49,18 @@ def event_type_label(body: dict[str, Any]) -> str:
 
 
 def record_key(body: dict[str, Any], raw: bytes) -> bytes:
-    """The raw topic's key: `payload.umid`, `eventId`, another id, else a hash of the body.
+    """The raw topic's key: `payload.umid`, the subject of a template or phone-number
+    event, `eventId`, another id, else a hash of the body.
 
-    A retry repeats the body byte for byte, so even the hash fallback sends
-    every retry of one event to the same partition. An id over `MAX_KEY_BYTES`
-    becomes `sha256:<hex of the id>`, the same for every event that carries it.
+    One subject's events share a key, hence a partition, so they reach normalize,
+    and through it the templates and phones jobs, in the order they were posted
+    (keyed by `eventId` they spread over the partitions and came out in any order).
+    A retry repeats the body byte for byte, so it lands on its first attempt's
+    partition whatever the rule, and normalize's dedupe (per partition) sees it;
+    even the hash fallback does. An id over `MAX_KEY_BYTES` becomes
+    `sha256:<hex of the id>`, the same for every event that carries it.
     """
-    for path in (("payload", "umid"), ("eventId",), *_FALLBACK_ID_PATHS):
+    for path in _ID_PATHS:
         value = _lookup(body, path)
         if isinstance(value, str) and value:
             return _bounded(value.encode())

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from example_bodies import expected_raw_key
 
 from ingest.envelope import event_type_label, is_recognised, record_key
 
@@ -39,12 +40,8 @@ def test_there_are_examples_of_both_envelopes() -> None:
 def test_record_key_of_each_example(path: Path) -> None:
     raw = path.read_bytes()
     body = orjson.loads(raw)
-    chatapps = body.get("namespace") == "ChatApps"
-    expected = body["payload"]["umid"] if chatapps else body["eventId"]
 
-    assert isinstance(expected, str)
-    assert expected
-    assert record_key(body, raw) == expected.encode()
+    assert record_key(body, raw) == expected_raw_key(body)
 
 
 @pytest.mark.parametrize(
@@ -61,6 +58,25 @@ def test_record_key_of_each_example(path: Path) -> None:
         ),
         pytest.param({"payload": {"umid": "U1"}, "eventId": "E1"}, b"U1", id="umid-before-eventId"),
         pytest.param({"eventId": "E1", "id": "I1"}, b"E1", id="eventId-before-other-ids"),
+        pytest.param(
+            {"eventId": "E5", "eventDetails": {"templateId": "T1"}}, b"T1", id="templateId"
+        ),
+        pytest.param(
+            {"eventId": "E6", "eventDetails": {"templateId": 951847263015}},
+            b"951847263015",
+            id="integer-templateId",
+        ),
+        pytest.param(
+            {"eventId": "E7", "eventDetails": {"displayPhoneNumber": "4930901820"}},
+            b"4930901820",
+            id="displayPhoneNumber",
+        ),
+        pytest.param(
+            {"eventId": "E8", "eventDetails": {"templateId": ""}}, b"E8", id="empty-templateId"
+        ),
+        pytest.param(
+            {"eventId": "E9", "eventDetails": ["templateId"]}, b"E9", id="non-object-details"
+        ),
         pytest.param({"umid": "U2"}, b"U2", id="bare-umid"),
         pytest.param({"payload": {"messageId": "M1"}}, b"M1", id="payload.messageId"),
         pytest.param({"messageId": "M2"}, b"M2", id="messageId"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from example_bodies import expected_raw_key
 
 from ingest.envelope import record_key
 
@@ -15,13 +16,6 @@ pytestmark = pytest.mark.kafka
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.rglob("*.json"))
-
-
-def _expected_key(raw: bytes) -> bytes:
-    body = json.loads(raw)
-    if "payload" in body:
-        return body["payload"]["umid"].encode()
-    return body["eventId"].encode()
 
 
 async def test_every_example_is_published_byte_for_byte_with_its_key(
@@ -36,7 +30,8 @@ async def test_every_example_is_published_byte_for_byte_with_its_key(
     records = await read_raw(kafka_settings, len(bodies))
 
     assert [record.value for record in records] == bodies
-    assert [record.key for record in records] == [_expected_key(body) for body in bodies]
+    expected_keys = [expected_raw_key(json.loads(body)) for body in bodies]
+    assert [record.key for record in records] == expected_keys
     for record in records:
         headers = dict(record.headers)
         assert headers["wapipe-shape"] == b"recognised"

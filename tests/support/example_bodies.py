@@ -69,3 +69,19 @@ def drop(path: str) -> Mutation:
         del node[leaf]
 
     return mutate
+
+
+def expected_raw_key(body: Body) -> bytes:
+    """The raw topic's key of an example body, by the contract's rule, written out
+    independently of `ingest.envelope`: a message's umid; a template's or a phone
+    number's id (one subject's events keep their order on one partition); else eventId."""
+    details = body.get("eventDetails", {})
+    if body.get("namespace") == "ChatApps":
+        key = body["payload"]["umid"]
+    elif "templateId" in details:
+        key = details["templateId"]
+    elif "displayPhoneNumber" in details:
+        key = details["displayPhoneNumber"]
+    else:
+        key = body["eventId"]
+    return str(key).encode()
