@@ -70,8 +70,9 @@ from wapipe.topics import (  # noqa: E402
 )
 
 JOBS = ("normalize", "funnel", "templates")
-# Alerts raised by a timer (a pause that ended) or by a window, not by one webhook.
-_UNTIMED_ALERTS = ("TEMPLATE_UNPAUSED",)
+# Alerts raised by a timer (a pause that ended), or withdrawing one (its time), not by
+# the webhook they came with.
+_UNTIMED_ALERTS = ("TEMPLATE_UNPAUSED", "ALERT_WITHDRAWN")
 TARGET_P99_SECONDS = 0.5  # from the 200 to message_state
 TARGET_RATE = 1000.0  # at this many webhooks/s
 

@@ -4,13 +4,16 @@ alerts out.
 On the stream engine, over `whatsapp.phone` (keyed by displayPhoneNumber) and
 `whatsapp.account` (keyed by businessAccountId), thin wiring around `rules`: a
 phone event updates its number's state (`whatsapp.phone_state`, compacted) and may
-raise alerts (`keyed_state`); an account event raises its alert and keeps no state,
-so the account topic's partitions need no table.
+raise alerts, or correct those a late event showed wrong (`keyed_state`); the table
+holds each number's recent events and alerts standing besides its record
+(`processors.history`). An account event raises its alert and keeps no state, so the
+account topic's partitions need no table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from confluent_kafka import Message
@@ -19,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from processors.alerts import Alert, alert_value
 from processors.dead_letters import poison_letter
 from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text
-from processors.event_order import Applied
+from processors.history import load_state
 from processors.keyed_state import KeyedBatch, StateRecords
 from processors.normalize import canonical
 from processors.normalize.records import AccountEvent, PhoneEvent, record_from_value
@@ -42,7 +45,9 @@ class PhoneMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events = Counter(
             "wapipe_phones_events",
-            "Phone and account events by outcome: applied, duplicate, stale, account.",
+            "Phone and account events by outcome: applied, reordered (applied, placed before "
+            "a newer event of its number), duplicate, stale (older than every event still "
+            "held), account.",
             ["outcome"],
             registry=registry,
         )
@@ -100,7 +105,8 @@ class PhonesJob:
             number = key_text(record)
             event = record_from_value(PhoneEvent, orjson.loads(record.value() or b""))
             outcome = apply(keyed.state(number), event)
-            self.metrics.events.labels(outcome.ignored or "applied").inc()
+            label = outcome.ignored or ("reordered" if outcome.reordered else "applied")
+            self.metrics.events.labels(label).inc()
             keyed.update(number, outcome.state)
             keyed.alert(number, outcome.alerts)
             self._count(outcome.alerts)
@@ -108,8 +114,10 @@ class PhonesJob:
 
     def show_states(self, batches: Mapping[int, PartitionBatch], _now: float) -> None:
         """Every number of this worker's partitions in the gauges."""
-        self.metrics.show_all([_load(key.decode(), value) for batch in batches.values()
-                               for key, value in batch.table(_TABLE).items()])  # fmt: skip
+        # The record's fields suffice for the gauges: the events are not loaded.
+        self.metrics.show_all([load_state(orjson.loads(value), _phone, PhoneEvent, events=False)
+                               for batch in batches.values()
+                               for _, value in batch.table(_TABLE).items()])  # fmt: skip
 
     def dead_letter(self, record: Message, error: BaseException) -> Output:
         return poison_letter(record, error, self.deadletter)
@@ -134,9 +142,19 @@ def create_job(settings: Settings, registry: CollectorRegistry) -> PhonesJob:
 
 
 def _load(number: str, data: str | bytes | None) -> PhoneState:
+    """A number's state as the table has it (its events, its alerts standing)."""
     if data is None:
         return PhoneState(display_phone_number=number)
-    raw = orjson.loads(data)
-    raw["tier_history"] = tuple(TierChange(**change) for change in raw["tier_history"])
-    raw["applied"] = Applied(raw["applied"]["at"], tuple(raw["applied"]["event_ids"]))
-    return PhoneState(**raw)
+    return load_state(orjson.loads(data), _phone, PhoneEvent)
+
+
+def _phone(raw: dict[str, Any]) -> PhoneState:
+    return PhoneState(
+        display_phone_number=raw["display_phone_number"],
+        business_account_id=raw["business_account_id"],
+        tier=raw["tier"],
+        tier_history=tuple(TierChange(**change) for change in raw["tier_history"]),
+        flagged=raw["flagged"],
+        flag_reason=raw["flag_reason"],
+        last_event=raw["last_event"],
+    )

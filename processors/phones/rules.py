@@ -1,11 +1,21 @@
 """Phone-number health and account events: states and alerts as pure functions.
 
-A phone number's state follows its latest event (`event_order`): its messaging
-tier, the history of its tiers, and its quality flag. The tier is what normalize
-read from `maxDailyConversationsPerBusiness`, else the deprecated `currentLimit`.
-Tier names Meta retired or has not told us about are kept as they are; a change
-between two tiers we can rank is an upgrade or a downgrade by their rank, else
-by what the event says (UPGRADE, DOWNGRADE).
+A phone number's state is folded from its events in event time: its messaging tier,
+the history of its tiers, and its quality flag. The tier is what normalize read from
+`maxDailyConversationsPerBusiness`, else the deprecated `currentLimit`. Tier names
+Meta retired or has not told us about are kept as they are; a change between two
+tiers we can rank is an upgrade or a downgrade by their rank, else by what the event
+says (UPGRADE, DOWNGRADE).
+
+Why the state is a function of the set of a number's events, not of their arrival
+order: it is re-derived on each new event by folding the per-event rule (`_step`) over
+the number's events sorted in event time (`processors.history`: the newest 32 events
+within 90 days of the newest, the older ones folded into a base). Retries and replays
+are duplicates and change nothing; a late event is placed where it belongs, so a tier
+change is compared with the tier before it in event time, and an alert a late event
+shows wrong (an upgrade that was a downgrade) is corrected. The one event refused
+("stale") is one older than the events folded into the base: behind 32 newer events
+of its number or 90 days.
 
 Account events change no state here: each raises its alert, with a deterministic
 id (the event time names the condition).
@@ -13,10 +23,12 @@ id (the event time names the condition).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
-from processors.alerts import Alert, Severity, make_id
-from processors.event_order import NOTHING, Applied, arrival
+from processors.alerts import Alert, Severity, make_id, withdrawal
+from processors.event_order import arrival
+from processors.history import BOUNDS, Bounds, Held, History, Standing, take
 from processors.normalize.records import AccountEvent, PhoneEvent
 
 # Unique customers per rolling 24 h, in order; both spellings of unlimited.
@@ -43,7 +55,8 @@ class TierChange:
 
 @dataclass(frozen=True)
 class PhoneState:
-    """The record of `whatsapp.phone_state` (snake_case here, camelCase on the topic)."""
+    """A number's state: the record of `whatsapp.phone_state` (snake_case here, camelCase
+    on the topic: `phone_state_value`), and what it is derived from (`history`)."""
 
     display_phone_number: str
     business_account_id: str | None = None
@@ -51,33 +64,58 @@ class PhoneState:
     tier_history: tuple[TierChange, ...] = ()  # the latest last
     flagged: bool = False
     flag_reason: str | None = None
-    last_event: str | None = None  # Meta's `event` of the latest event applied
-    applied: Applied = NOTHING
+    last_event: str | None = None  # Meta's `event` of the latest event in event time
+    history: History[PhoneEvent, PhoneState] = field(default_factory=History)
 
     @property
     def updated_at(self) -> str | None:
-        return self.applied.at
+        """The time of the newest event (`updatedAt`)."""
+        return self.history.newest_at
 
 
 @dataclass(frozen=True)
 class PhoneOutcome:
     state: PhoneState
-    alerts: tuple[Alert, ...] = ()
+    alerts: tuple[Alert, ...] = ()  # to send: new alerts and corrections of earlier ones
     ignored: str | None = None  # "duplicate" or "stale"
+    reordered: bool = False  # the event came after a newer one of its number
 
 
-def apply(state: PhoneState, event: PhoneEvent) -> PhoneOutcome:
-    """`state` after `event`, with the alerts it raises."""
-    news = arrival(event)
-    refusal = state.applied.refuses(news)
-    if news is None or refusal is not None:
-        return PhoneOutcome(state, ignored=refusal)
-    at, occurrence = news.at, news.occurrence
+def apply(state: PhoneState, event: PhoneEvent, bounds: Bounds = BOUNDS) -> PhoneOutcome:
+    """`state` with `event` among its events: the state they derive, and the alerts to
+    send (those the derivation raises anew, and the corrections of those it no longer
+    raises)."""
+
+    def fold(
+        base: PhoneState | None, events: Sequence[Held[PhoneEvent]]
+    ) -> tuple[PhoneState, list[Alert]]:
+        return _fold(_start(state, base), events)
+
+    taken = take(state.history, event, derive=fold, fold=fold, withdraw=_withdraw(event),
+                 append=lambda held: _fold(state, (held,)), bounds=bounds)  # fmt: skip
+    if taken.state is None:
+        return PhoneOutcome(state, ignored=taken.ignored)
+    after = replace(taken.state, history=taken.history)
+    return PhoneOutcome(after, taken.alerts, reordered=taken.reordered)
+
+
+def _fold(start: PhoneState, events: Sequence[Held[PhoneEvent]]) -> tuple[PhoneState, list[Alert]]:
+    """The per-event rule over `events` in event-time order, from `start`."""
+    state, alerts = start, []
+    for held in events:
+        state, raised = _step(state, held.event, held.at, held.occurrence)
+        alerts += raised
+    return state, alerts
+
+
+def _step(
+    state: PhoneState, event: PhoneEvent, at: str, occurrence: str
+) -> tuple[PhoneState, list[Alert]]:
+    """One event's rule."""
     state = replace(
         state,
         business_account_id=event.business_account_id or state.business_account_id,
         last_event=event.event,
-        applied=state.applied.plus(news),
     )
     alerts: list[Alert] = []
     if event.event == "FLAGGED":
@@ -111,7 +149,24 @@ def apply(state: PhoneState, event: PhoneEvent) -> PhoneOutcome:
         direction = _direction(previous, event.current_limit, event.event)
         if direction is not None:
             alerts.append(_tier_alert(state, direction, previous, (at, occurrence)))
-    return PhoneOutcome(state, tuple(alerts))
+    return state, alerts
+
+
+def _start(state: PhoneState, base: PhoneState | None) -> PhoneState:
+    """Where a fold starts: the base, else the number before any event."""
+    return PhoneState(display_phone_number=state.display_phone_number) if base is None else base
+
+
+def _withdraw(event: PhoneEvent) -> Callable[[PhoneState, Standing], Alert]:
+    news = arrival(event)
+    cause = None if news is None else (event.event_id, news.at)
+
+    def withdraw(state: PhoneState, standing: Standing) -> Alert:
+        return withdrawal((standing.alert_id, standing.type, standing.occurred_at),
+                          state.display_phone_number, _subject(state), _number(state),
+                          cause)  # fmt: skip
+
+    return withdraw
 
 
 def account_alerts(event: AccountEvent) -> tuple[Alert, ...]:
@@ -221,19 +276,22 @@ def _alert(
     details: dict[str, object],
 ) -> Alert:
     at, occurrence = when
-    subject = {
-        "displayPhoneNumber": state.display_phone_number,
-        "businessAccountId": state.business_account_id,
-    }
     return Alert(
         make_id(kind, state.display_phone_number, occurrence),
         kind,
         severity,
         at,
-        subject,
+        _subject(state),
         summary,
         details,
     )
+
+
+def _subject(state: PhoneState) -> dict[str, str | None]:
+    return {
+        "displayPhoneNumber": state.display_phone_number,
+        "businessAccountId": state.business_account_id,
+    }
 
 
 def _number(state: PhoneState) -> str:

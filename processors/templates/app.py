@@ -3,7 +3,9 @@
 Thin wiring around `rules.apply` and `rules.end_pause`, on the stream engine: per
 partition batch, the events (keyed by templateId) are applied to their templates'
 states in offset order; the changed states go to `whatsapp.template_state`
-(compacted) and the alerts to `whatsapp.alerts` (`keyed_state`).
+(compacted) and the alerts, with the corrections of those a late event showed
+wrong, to `whatsapp.alerts` (`keyed_state`). The table holds each template's recent
+events and its alerts standing besides its record (`processors.history`).
 
 A timer ends the pauses whose end has come, in the same loop and transaction as
 the events (no internal topic: a timer of the engine writes the table itself), and
@@ -16,7 +18,9 @@ writes and input offsets commit in one transaction, or none of it does.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from confluent_kafka import Message
@@ -25,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from processors.alerts import Alert
 from processors.dead_letters import poison_letter
 from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text
-from processors.event_order import Applied
+from processors.history import load_state
 from processors.keyed_state import KeyedBatch, StateRecords
 from processors.normalize import canonical
 from processors.normalize.records import TemplateEvent, record_from_value
@@ -49,7 +53,8 @@ class TemplateMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events = Counter(
             "wapipe_templates_events",
-            "Template events by outcome: applied, duplicate, stale (older than the state), "
+            "Template events by outcome: applied, reordered (applied, placed before a newer "
+            "event of its template), duplicate, stale (older than every event still held), "
             "pause_ended (the timer ended a pause).",
             ["outcome"],
             registry=registry,
@@ -112,7 +117,8 @@ class TemplatesJob:
             template_id = key_text(record)
             event = record_from_value(TemplateEvent, orjson.loads(record.value() or b""))
             outcome = apply(keyed.state(template_id), event, self.policy)
-            self.metrics.events.labels(outcome.ignored or "applied").inc()
+            label = outcome.ignored or ("reordered" if outcome.reordered else "applied")
+            self.metrics.events.labels(label).inc()
             if outcome.disagreement is not None:
                 self.metrics.disagreements.inc()
                 log.warning("Meta's strike count differs from ours; taking Meta's",
@@ -129,15 +135,20 @@ class TemplatesJob:
         now = canonical.format_timestamp(datetime.fromtimestamp(now_seconds, UTC))
         self.metrics.clear_states()
         for batch in batches.values():
-            states = [_load(key.decode(), value) for key, value in batch.table(_TABLE).items()]
             keyed = KeyedBatch(batch, self.records, ())
-            for state in states:
-                outcome = end_pause(state, now)
-                if outcome.alerts:
+            for _, value in batch.table(_TABLE).items():
+                raw = orjson.loads(value)
+                # The record's fields suffice to see whether a pause has ended (most often
+                # not): the events are loaded only then.
+                state = load_state(raw, _template, TemplateEvent, events=False)
+                if end_pause(state, now).alerts:
+                    state = load_state(raw, _template, TemplateEvent)
+                    outcome = end_pause(state, now)
                     self.metrics.events.labels("pause_ended").inc()
                     keyed.update(state.template_id, outcome.state)
                     self._alert(keyed, state.template_id, outcome.alerts)
-                self.metrics.show(outcome.state, now)
+                    state = outcome.state
+                self.metrics.show(state, now)
             keyed.send()
 
     def dead_letter(self, record: Message, error: BaseException) -> Output:
@@ -153,9 +164,15 @@ def create_job(settings: Settings, registry: CollectorRegistry) -> TemplatesJob:
     return TemplatesJob(settings, registry)
 
 
+_FIELDS = tuple(field.name for field in fields(TemplateState) if field.name != "history")
+
+
 def _load(template_id: str, data: str | bytes | None) -> TemplateState:
+    """A template's state as the table has it (its events, its alerts standing)."""
     if data is None:
         return TemplateState(template_id=template_id)
-    raw = orjson.loads(data)
-    raw["applied"] = Applied(raw["applied"]["at"], tuple(raw["applied"]["event_ids"]))
-    return TemplateState(**raw)
+    return load_state(orjson.loads(data), _template, TemplateEvent)
+
+
+def _template(raw: dict[str, Any]) -> TemplateState:
+    return TemplateState(**{name: raw[name] for name in _FIELDS if name in raw})

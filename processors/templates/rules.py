@@ -2,30 +2,45 @@
 
 Meta's pause rule ("3 strikes"): each drop to RED from another score is a strike;
 strike 1 pauses the template for 3 hours, strike 2 for 6 hours, strike 3
-disables it for good (durations and count: `StrikePolicy`). What adds no strike:
-a RED event whose previous score was already RED, a duplicate, and an event
-older than the state already holds (events are applied in event time; a late
-older one is stale news, counted and otherwise ignored). So re-delivery after a
-crash, sender retries and late old events never change strikes, pauses or alerts.
+disables it for good (durations and count: `StrikePolicy`). A RED event whose
+previous score was already RED adds no strike.
 
 Meta's own count arrives with PAUSED/DISABLED statuses as `otherInfo.title`
 (FIRST_PAUSE, SECOND_PAUSE, DISABLED; UNPAUSE ends a pause; RATE_LIMITING_PAUSE
 is no strike). Where it disagrees with ours, Meta's is the truth: the state takes
 it and the outcome reports the disagreement (the worker logs and counts it).
 
+Why the state is a function of the set of a template's events, not of their arrival
+order: it is re-derived on each new event by folding the per-event rules (`_quality`,
+`_status`, `_category`, `_strike`) over the template's events sorted in event time
+(`processors.history`: the newest 32 events within 90 days of the newest, the older
+ones folded into a base). Retries and replays are duplicates and change nothing; a
+late event is placed where it belongs, so strikes are counted in event time whatever
+the order they came in. The one event refused ("stale") is one older than the events
+folded into the base: behind 32 newer events of its template or 90 days.
+
+A pause ends in the fold too: a strike's pause whose end has come by the time of a
+later event is over before that event (one TEMPLATE_UNPAUSED alert). The timer ends the
+last pause once the wall clock passes its end (`end_pause`) and the state remembers
+that time (`ended_by`), so every re-derivation ends the pauses due by then as well: a
+re-derivation neither loses a pause the timer ended nor invents one (a pause a late
+event shows never ran to its end is withdrawn with its TEMPLATE_UNPAUSED).
+
 Every alert has a deterministic id built from the condition it reports (the
 template, the alert type, the event time, and for a strike its number), so the
 same condition gives the same id whenever it is computed again, and a strike
-reached again after Meta corrected our count is a new alert.
+renumbered by a late event is a new alert that supersedes the old one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from processors.alerts import Alert, Severity, make_id
-from processors.event_order import NOTHING, Applied, arrival
+from processors.alerts import Alert, Severity, make_id, withdrawal
+from processors.event_order import arrival, identity
+from processors.history import BOUNDS, Bounds, Held, History, Standing, add, take
 from processors.normalize import canonical
 from processors.normalize.records import TemplateEvent
 
@@ -46,7 +61,9 @@ class StrikePolicy:
 
 @dataclass(frozen=True)
 class TemplateState:
-    """The record of `whatsapp.template_state` (snake_case here, camelCase on the topic)."""
+    """A template's state: the record of `whatsapp.template_state` (snake_case here,
+    camelCase on the topic: `template_state_value`), and what it is derived from (the
+    events held, the alerts standing: `history`; the timer's `ended_by`)."""
 
     template_id: str
     template_name: str | None = None
@@ -59,11 +76,15 @@ class TemplateState:
     paused_until: str | None = None
     disabled: bool = False
     disable_date: str | None = None
-    applied: Applied = NOTHING  # the latest event time applied (`updatedAt`), its ids
+    # The wall-clock time the timer last ended a pause at: re-derivations end the pauses
+    # due by then, as the timer did.
+    ended_by: str | None = None
+    history: History[TemplateEvent, TemplateState] = field(default_factory=History)
 
     @property
     def updated_at(self) -> str | None:
-        return self.applied.at
+        """The time of the newest event (`updatedAt`)."""
+        return self.history.newest_at
 
 
 @dataclass(frozen=True)
@@ -78,24 +99,99 @@ class Disagreement:
 @dataclass(frozen=True)
 class Outcome:
     state: TemplateState
-    alerts: tuple[Alert, ...] = ()
-    disagreement: Disagreement | None = None
+    alerts: tuple[Alert, ...] = ()  # to send: new alerts and corrections of earlier ones
+    disagreement: Disagreement | None = None  # at the event applied
     ignored: str | None = None  # "duplicate" or "stale" when the event changed nothing
+    reordered: bool = False  # the event came after a newer one of its template
 
 
-def apply(state: TemplateState, event: TemplateEvent, policy: StrikePolicy) -> Outcome:
-    """`state` after `event`, with the alerts it raises."""
-    news = arrival(event)
-    refusal = state.applied.refuses(news)
-    if news is None or refusal is not None:
-        return Outcome(state, ignored=refusal)
-    at, occurrence = news.at, news.occurrence
+def apply(
+    state: TemplateState, event: TemplateEvent, policy: StrikePolicy, bounds: Bounds = BOUNDS
+) -> Outcome:
+    """`state` with `event` among its events: the state they derive, and the alerts to
+    send (those the derivation raises anew, and the corrections of those it no longer
+    raises)."""
+    notes: dict[str, Disagreement] = {}
+
+    def append(held: Held[TemplateEvent]) -> tuple[TemplateState, list[Alert]] | None:
+        # `state` is the fold with the timer's end at `ended_by`; an event at or after
+        # that time ends no less than the timer did, and the pause a step sets ends after
+        # it, so the timer's end needs no second look. Before that time, fold it all.
+        if state.ended_by is not None and state.ended_by > held.at:
+            return None
+        return _fold(state, (held,), policy, notes)
+
+    taken = take(
+        state.history,
+        event,
+        derive=lambda base, events: _derive(state, base, events, policy, notes),
+        fold=lambda base, events: _fold(_start(state, base), events, policy),
+        withdraw=_withdraw(event),
+        append=append,
+        bounds=bounds,
+    )
+    if taken.state is None:
+        return Outcome(state, ignored=taken.ignored)
+    after = replace(taken.state, history=taken.history, ended_by=state.ended_by)
+    disagreement = notes.get(identity(event))  # the event's own, not its neighbours'
+    return Outcome(after, taken.alerts, disagreement, reordered=taken.reordered)
+
+
+def end_pause(state: TemplateState, now: str) -> Outcome:
+    """The timer's rule: a pause whose end has come by `now` is over (one info alert).
+    The state keeps `now`, so that every re-derivation ends it too."""
+    ended, alerts = _end(state, now)
+    if not alerts:
+        return Outcome(state)
+    sent, history = add(state.history, alerts)
+    clock = max(now, state.ended_by or now)
+    return Outcome(replace(ended, ended_by=clock, history=history), sent)
+
+
+def _derive(
+    state: TemplateState,
+    base: TemplateState | None,
+    events: Sequence[Held[TemplateEvent]],
+    policy: StrikePolicy,
+    notes: dict[str, Disagreement],
+) -> tuple[TemplateState, list[Alert]]:
+    """What the events give, with the pauses the timer had ended by `state.ended_by`
+    ended (ending twice, by an earlier time then a later one, is ending by the later)."""
+    derived, alerts = _fold(_start(state, base), events, policy, notes)
+    if state.ended_by is not None:
+        derived, ended = _end(derived, state.ended_by)
+        alerts += ended
+    return derived, alerts
+
+
+def _fold(
+    start: TemplateState,
+    events: Sequence[Held[TemplateEvent]],
+    policy: StrikePolicy,
+    notes: dict[str, Disagreement] | None = None,
+) -> tuple[TemplateState, list[Alert]]:
+    """The per-event rules over `events` in event-time order, from `start`."""
+    state, alerts = start, []
+    for held in events:
+        state, ended = _end(state, held.at)  # a pause over before the event
+        alerts += ended
+        outcome = _step(state, held.event, held.at, held.occurrence, policy)
+        state = outcome.state
+        alerts += outcome.alerts
+        if notes is not None and outcome.disagreement is not None:
+            notes[held.identity] = outcome.disagreement
+    return state, alerts
+
+
+def _step(
+    state: TemplateState, event: TemplateEvent, at: str, occurrence: str, policy: StrikePolicy
+) -> Outcome:
+    """One event's rule."""
     state = replace(
         state,
         template_name=event.template_name or state.template_name,
         template_language=event.template_language or state.template_language,
         business_account_id=event.business_account_id or state.business_account_id,
-        applied=state.applied.plus(news),
     )
     if event.new_quality is not None:
         return _quality(state, event, at, occurrence, policy)
@@ -106,10 +202,10 @@ def apply(state: TemplateState, event: TemplateEvent, policy: StrikePolicy) -> O
     return Outcome(state)  # advisory (correct category detection): kept, no alert
 
 
-def end_pause(state: TemplateState, now: str) -> Outcome:
-    """The timer's rule: a pause whose end has come is over (one info alert)."""
+def _end(state: TemplateState, now: str) -> tuple[TemplateState, list[Alert]]:
+    """A strike's pause whose end has come by `now` is over."""
     if state.paused_until is None or state.disabled or state.paused_until > now:
-        return Outcome(state)
+        return state, []
     ended = state.paused_until
     alert = _alert(
         state,
@@ -120,7 +216,23 @@ def end_pause(state: TemplateState, now: str) -> Outcome:
         summary=f"{_name(state)}: its pause ended at {ended}.",
         details={"pausedUntil": ended, "redStrikes": state.red_strikes},
     )
-    return Outcome(replace(state, paused_until=None), (alert,))
+    return replace(state, paused_until=None), [alert]
+
+
+def _start(state: TemplateState, base: TemplateState | None) -> TemplateState:
+    """Where a fold starts: the base, else the template before any event."""
+    return TemplateState(template_id=state.template_id) if base is None else base
+
+
+def _withdraw(event: TemplateEvent) -> Callable[[TemplateState, Standing], Alert]:
+    news = arrival(event)
+    cause = None if news is None else (event.event_id, news.at)
+
+    def withdraw(state: TemplateState, standing: Standing) -> Alert:
+        return withdrawal((standing.alert_id, standing.type, standing.occurred_at),
+                          state.template_id, _subject(state), _name(state), cause)  # fmt: skip
+
+    return withdraw
 
 
 # --- per event type --------------------------------------------------------------------------
@@ -296,15 +408,19 @@ def _alert(
         type=kind,
         severity=severity,
         occurred_at=at,
-        subject={
-            "templateId": state.template_id,
-            "templateName": state.template_name,
-            "templateLanguage": state.template_language,
-            "businessAccountId": state.business_account_id,
-        },
+        subject=_subject(state),
         summary=summary,
         details=details,
     )
+
+
+def _subject(state: TemplateState) -> dict[str, str | None]:
+    return {
+        "templateId": state.template_id,
+        "templateName": state.template_name,
+        "templateLanguage": state.template_language,
+        "businessAccountId": state.business_account_id,
+    }
 
 
 def _name(state: TemplateState) -> str:

@@ -30,6 +30,7 @@ from topic_records import (
 )
 
 import schemas
+from processors.alerts import WITHDRAWN, Alert, alert_value
 from processors.normalize import canonical
 from processors.normalize.records import PhoneEvent
 from processors.normalize.rules import Normalized, normalize
@@ -44,6 +45,7 @@ from processors.phones.rules import (
 from wapipe import topics
 
 PHONE_STATE = topics.PHONE_STATE.suffix
+ALERTS = topics.ALERTS.suffix
 NUMBER = "4930901820"
 BUSINESS_ACCOUNT = "104233889912345"
 START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -98,11 +100,20 @@ def phone(
 
 def fold(events: list[PhoneEvent], number: str = NUMBER) -> list[PhoneState]:
     """The state after each event, as the worker goes (an ignored event leaves it)."""
-    states, state = [], PhoneState(number)
+    return fold_with_alerts(events, number)[0]
+
+
+def fold_with_alerts(
+    events: list[PhoneEvent], number: str = NUMBER
+) -> tuple[list[PhoneState], list[Alert]]:
+    """The state after each event, and every alert sent (corrections included)."""
+    states, alerts, state = [], [], PhoneState(number)
     for event in events:
-        state = apply(state, event).state
+        outcome = apply(state, event)
+        state = outcome.state
         states.append(state)
-    return states
+        alerts += outcome.alerts
+    return states, alerts
 
 
 def assert_promises(record: dict[str, Any]) -> None:
@@ -239,6 +250,19 @@ def test_every_phone_state_is_valid(events: list[PhoneEvent], number: str) -> No
         record = assert_valid(PHONE_STATE, phone_state_value(state))
         assert record["displayPhoneNumber"] == number
         assert_promises(record)
+
+
+@settings(deadline=None)
+@given(st.lists(phone_events, min_size=1, max_size=40))
+def test_every_phone_alert_and_correction_is_valid(events: list[PhoneEvent]) -> None:
+    """Events arrive in any order here, so corrections come too: all valid alerts."""
+    _, alerts = fold_with_alerts(events)
+    for alert in alerts:
+        record = assert_valid(ALERTS, alert_value(alert))
+        assert record["alertId"].startswith(f"{record['type']}|{NUMBER}|")
+        assert record["subject"]["displayPhoneNumber"] == NUMBER
+        if record["type"] == WITHDRAWN:
+            assert record["supersedes"] == [record["details"]["withdrawnAlertId"]]
 
 
 def test_a_long_history_is_valid_and_capped() -> None:

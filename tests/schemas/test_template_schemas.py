@@ -33,7 +33,7 @@ from topic_records import (
 )
 
 import schemas
-from processors.alerts import Alert, Severity, alert_value
+from processors.alerts import WITHDRAWN, Alert, Severity, alert_value
 from processors.normalize import canonical
 from processors.normalize.records import TemplateEvent
 from processors.templates.rules import (
@@ -143,12 +143,15 @@ def run(
 
 
 def details_rules() -> dict[str, str]:
-    """The alerts schema's if/then rules: alert type -> the $defs entry of its details."""
+    """The alerts schema's if/then rules of the template alert types: alert type -> the
+    $defs entry of its details (ALERT_WITHDRAWN, of templates and phones, aside)."""
     rules: dict[str, str] = {}
     for rule in schemas.load(f"topics/{ALERTS}")["allOf"]:
         condition = rule["if"]["properties"]["type"]
         assert rule["if"]["required"] == ["type"]
         kinds = [condition["const"]] if "const" in condition else condition["enum"]
+        if kinds == [WITHDRAWN]:
+            continue
         then = rule["then"]["properties"]
         assert then["subject"]["$ref"] == "#/$defs/templateSubject"
         for kind in kinds:
@@ -167,6 +170,15 @@ EVERY_TYPE_STORY: list[Step] = [
     category(400, "UTILITY", "MARKETING"),
     status(500, "REJECTED", reason="INCORRECT_CATEGORY"),
     status(600, "DISABLED", "DISABLED"),
+]
+
+
+# A story whose late events correct alerts sent: a strike renumbered (a replacement) and
+# a strike that never was (a withdrawal: the template was disabled before it).
+CORRECTED_STORY: list[Step] = [
+    quality(600, "GREEN", "RED"),
+    quality(500, "GREEN", "RED"),  # within the first pause: no end of it between
+    status(50, "DISABLED", "DISABLED"),
 ]
 
 
@@ -232,6 +244,28 @@ def test_each_template_alert_details_are_the_keys_the_rules_write() -> None:
         assert set(definition["required"]) == set(alert.details), alert.type
         assert set(definitions["templateSubject"]["required"]) == set(alert.subject)
         assert_valid(ALERTS, alert_value(alert))
+
+
+def test_corrections_are_valid_and_withdrawals_write_their_details_keys() -> None:
+    definitions = schemas.load(f"topics/{ALERTS}")["$defs"]
+    _, alerts = run(CORRECTED_STORY)
+    records = [assert_valid(ALERTS, alert_value(alert)) for alert in alerts]
+    assert [(r["type"], len(r["supersedes"])) for r in records] == [
+        ("TEMPLATE_QUALITY_RED", 0),
+        ("TEMPLATE_QUALITY_RED", 0),
+        ("TEMPLATE_QUALITY_RED", 1),  # strike 2 at 600 replaces strike 1 at 600
+        ("TEMPLATE_DISABLED", 0),
+        (WITHDRAWN, 1),  # strike 1 at 500 never was
+        (WITHDRAWN, 1),  # nor strike 2 at 600
+    ]
+    withdrawals = [r for r in records if r["type"] == WITHDRAWN]
+    definition = definitions["withdrawnDetails"]
+    assert definition["additionalProperties"] is False
+    for withdrawal in withdrawals:
+        assert set(definition["required"]) == set(definition["properties"])
+        assert set(definition["required"]) == set(withdrawal["details"])
+        assert withdrawal["supersedes"] == [withdrawal["details"]["withdrawnAlertId"]]
+        assert withdrawal["subject"]["templateId"] == TEMPLATE_ID
 
 
 def test_alert_types_are_examples_and_match_the_pattern() -> None:
@@ -383,6 +417,7 @@ def test_an_unknown_alert_type_needs_only_an_object_of_details() -> None:
         "subject": {"displayPhoneNumber": "4930901820", "businessAccountId": None},
         "summary": "Phone number +4930901820 is flagged for quality (LOW_QUALITY).",
         "details": {"reason": "LOW_QUALITY", "anything": [1, {"nested": True}]},
+        "supersedes": [],
     }
     assert_valid(ALERTS, record)
 
@@ -411,6 +446,11 @@ def _wrong(
     """A valid record of topic `suffix` made invalid by `mutate`: an error must point at
     `path`."""
     return pytest.param(suffix, build, mutate, path, id=id)
+
+
+def _withdrawal_record() -> dict[str, Any]:
+    _, alerts = run(CORRECTED_STORY)
+    return wire(alert_value(next(alert for alert in alerts if alert.type == WITHDRAWN)))
 
 
 RED = _alert_record("TEMPLATE_QUALITY_RED")
@@ -464,6 +504,37 @@ WRONG_RECORDS = [
         id="unpaused-pausedUntil-null",
     ),
     _wrong(ALERTS, RED, set_at("extra", 1), "", id="alert-extra-property"),
+    _wrong(ALERTS, RED, remove_at("supersedes"), "", id="alert-without-supersedes"),
+    _wrong(ALERTS, RED, set_at("supersedes", None), "supersedes", id="supersedes-null"),
+    _wrong(ALERTS, RED, set_at("supersedes", ["strike-1"]), "supersedes/0", id="supersedes-no-id"),
+    _wrong(
+        ALERTS,
+        _withdrawal_record,
+        set_at("supersedes", []),
+        "supersedes",
+        id="withdrawal-of-nothing",
+    ),
+    _wrong(
+        ALERTS,
+        _withdrawal_record,
+        set_at("severity", "warning"),
+        "severity",
+        id="withdrawal-not-info",
+    ),
+    _wrong(
+        ALERTS,
+        _withdrawal_record,
+        remove_at("details/withdrawnType"),
+        "details",
+        id="withdrawal-details-missing-key",
+    ),
+    _wrong(
+        ALERTS,
+        _withdrawal_record,
+        set_at("details/causeOccurredAt", "yesterday"),
+        "details/causeOccurredAt",
+        id="withdrawal-cause-not-a-time",
+    ),
     _wrong(ALERTS, RED, remove_at("details"), "", id="alert-missing-property"),
     _wrong(ALERTS, RED, set_at("type", "template_quality_red"), "type", id="type-lower-case"),
     _wrong(ALERTS, RED, set_at("occurredAt", None), "occurredAt", id="occurredAt-null"),

@@ -102,9 +102,10 @@ async def test_sigkills_change_neither_the_states_nor_the_alert_ids(
             ))  # fmt: skip
             if rng.random() < 0.15:
                 events.append(events[-1])  # a retry
-            if rng.random() < 0.1:  # late old news
+            if rng.random() < 0.1:  # late news: placed in event time, maybe correcting alerts
                 events.append(replace(events[-1], event_id=f"late-{next(_ids)}",
                                       occurred_at=at(minutes - 30)))  # fmt: skip
+    rng.shuffle(events)  # arrival order is not event order (issue 21)
     states, alerts = expected(events)
     await feed(settings, topics.PHONE, events, key=lambda e: e.display_phone_number)
     await run_with_sigkills(settings, "phones", topics.PHONE_STATE, start_worker,
