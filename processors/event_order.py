@@ -36,8 +36,14 @@ class Arrival:
 def arrival(event: Any) -> Arrival | None:
     """The time (event time, else receive time) and identity of a normalized record;
     None without a time (normalize always gives a receive time: be total anyway)."""
-    at = event.occurred_at or event.received_at
+    at = event_time(event)
     return None if at is None else Arrival(at, identity(event))
+
+
+def event_time(event: Any) -> str | None:
+    """A normalized record's event time, else its receive time."""
+    at: str | None = event.occurred_at or event.received_at
+    return at
 
 
 def identity(event: Any) -> str:

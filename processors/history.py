@@ -138,6 +138,7 @@ class Taken(Generic[E, S]):
     alerts: tuple[Alert, ...] = ()  # the new alerts and the corrections to send
     ignored: str | None = None  # "duplicate" or "stale"
     reordered: bool = False  # placed before the newest event held
+    identity: str = ""  # the event's (`event_order.identity`), when it was taken
 
 
 def take(
@@ -177,7 +178,8 @@ def take(
     else:
         state, alerts = derive(grown.base, grown.events)
         sent, settled = settle(grown, state, alerts, withdraw)
-    return Taken(evict(settled, bounds, fold), state, sent, reordered=reordered)
+    return Taken(evict(settled, bounds, fold), state, sent, reordered=reordered,
+                 identity=held.identity)  # fmt: skip
 
 
 def settle(

@@ -66,6 +66,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from ingest.envelope import record_key  # noqa: E402
 from wapipe.local_kafka import LocalBroker  # noqa: E402
 from wapipe.settings import Settings  # noqa: E402
 from wapipe.topics import MESSAGE_STATE, RAW, create_topics  # noqa: E402
@@ -401,7 +402,8 @@ def _quality_events(settings: Settings, events: int) -> Records:
                 "meta": {"event": "UPGRADE" if n // 200 % 2 else "DOWNGRADE",
                          "currentLimit": limits[n // 200 % 3],
                          "oldLimit": limits[(n // 200 + 1) % 3]}}}  # fmt: skip
-        yield (topic, head["eventId"].encode(), orjson.dumps(body),
+        raw = orjson.dumps(body)  # keyed as the ingester keys it: by template, by number
+        yield (topic, record_key(body, raw), raw,
                [("wapipe-received-at", head["timestamp"].encode())])  # fmt: skip
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from processors.alerts import Alert, Severity, make_id, withdrawal
-from processors.event_order import arrival
+from processors.event_order import arrival, event_time
 from processors.history import BOUNDS, Bounds, Held, History, Standing, take
 from processors.normalize.records import AccountEvent, PhoneEvent
 
@@ -158,8 +158,8 @@ def _start(state: PhoneState, base: PhoneState | None) -> PhoneState:
 
 
 def _withdraw(event: PhoneEvent) -> Callable[[PhoneState, Standing], Alert]:
-    news = arrival(event)
-    cause = None if news is None else (event.event_id, news.at)
+    at = event_time(event)
+    cause = None if at is None else (event.event_id, at)
 
     def withdraw(state: PhoneState, standing: Standing) -> Alert:
         return withdrawal((standing.alert_id, standing.type, standing.occurred_at),

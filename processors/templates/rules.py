@@ -22,9 +22,12 @@ folded into the base: behind 32 newer events of its template or 90 days.
 A pause ends in the fold too: a strike's pause whose end has come by the time of a
 later event is over before that event (one TEMPLATE_UNPAUSED alert). The timer ends the
 last pause once the wall clock passes its end (`end_pause`) and the state remembers
-that time (`ended_by`), so every re-derivation ends the pauses due by then as well: a
-re-derivation neither loses a pause the timer ended nor invents one (a pause a late
-event shows never ran to its end is withdrawn with its TEMPLATE_UNPAUSED).
+that pause's end (`ended_by`), so every re-derivation ends the pauses due by then as
+well: a re-derivation neither loses a pause the timer ended nor invents one (a pause a
+late event shows never ran to its end is withdrawn with its TEMPLATE_UNPAUSED). The
+pause's end, not the wall clock: an event after it (most of them) is then one step at
+the end of the fold, not a fold of the whole history, also when the events are
+replayed long after they happened.
 
 Every alert has a deterministic id built from the condition it reports (the
 template, the alert type, the event time, and for a strike its number), so the
@@ -39,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from processors.alerts import Alert, Severity, make_id, withdrawal
-from processors.event_order import arrival, identity
+from processors.event_order import event_time
 from processors.history import BOUNDS, Bounds, Held, History, Standing, add, take
 from processors.normalize import canonical
 from processors.normalize.records import TemplateEvent
@@ -76,8 +79,8 @@ class TemplateState:
     paused_until: str | None = None
     disabled: bool = False
     disable_date: str | None = None
-    # The wall-clock time the timer last ended a pause at: re-derivations end the pauses
-    # due by then, as the timer did.
+    # The end of the last pause the timer ended: re-derivations end the pauses due by
+    # then, as the timer did.
     ended_by: str | None = None
     history: History[TemplateEvent, TemplateState] = field(default_factory=History)
 
@@ -133,19 +136,19 @@ def apply(
     if taken.state is None:
         return Outcome(state, ignored=taken.ignored)
     after = replace(taken.state, history=taken.history, ended_by=state.ended_by)
-    disagreement = notes.get(identity(event))  # the event's own, not its neighbours'
+    disagreement = notes.get(taken.identity)  # the event's own, not its neighbours'
     return Outcome(after, taken.alerts, disagreement, reordered=taken.reordered)
 
 
 def end_pause(state: TemplateState, now: str) -> Outcome:
     """The timer's rule: a pause whose end has come by `now` is over (one info alert).
-    The state keeps `now`, so that every re-derivation ends it too."""
+    The state keeps that end, so that every re-derivation ends it too."""
     ended, alerts = _end(state, now)
-    if not alerts:
+    if not alerts or state.paused_until is None:
         return Outcome(state)
     sent, history = add(state.history, alerts)
-    clock = max(now, state.ended_by or now)
-    return Outcome(replace(ended, ended_by=clock, history=history), sent)
+    by = max(state.paused_until, state.ended_by or state.paused_until)
+    return Outcome(replace(ended, ended_by=by, history=history), sent)
 
 
 def _derive(
@@ -225,8 +228,8 @@ def _start(state: TemplateState, base: TemplateState | None) -> TemplateState:
 
 
 def _withdraw(event: TemplateEvent) -> Callable[[TemplateState, Standing], Alert]:
-    news = arrival(event)
-    cause = None if news is None else (event.event_id, news.at)
+    at = event_time(event)
+    cause = None if at is None else (event.event_id, at)
 
     def withdraw(state: TemplateState, standing: Standing) -> Alert:
         return withdrawal((standing.alert_id, standing.type, standing.occurred_at),
