@@ -85,7 +85,7 @@ async def _handle(batches: dict[Any, list[Any]], db: Rdict, producer: Any, out: 
         deliveries.append(await producer.send(f"{out}.message_state", state_record, key=key))
         deliveries.append(await producer.send(f"{out}.messages-changelog", value, key=key))
         writes.put(b"m|" + key, value)
-    for window, counts in fold.deltas.items():
+    for window, counts in fold.window_deltas()[0].items():
         delta = orjson.dumps({"window": window.encode(), "counts": counts})
         deliveries.append(await producer.send(f"{out}.deltas", delta,
                                               key=window.sub_account_id.encode()))  # fmt: skip

@@ -7,7 +7,7 @@ per receipt (processors/funnel/app.py), cumulatively:
 1. the ceiling: `orjson.loads` of each record (what any consumer must do);
 2. + the typed record and the observation (`record_from_value`, `observe_receipt`);
 3. + the merge into the message's state and the batch's window deltas
-   (`MessageFold.add`, in batches of 500 over states kept in a dict);
+   (`MessageFold`, in batches of the engine's default size over states kept in a dict);
 4. + the encodings written per changed state and per delta (`dump_state` for the
    table, `message_state_value` for the topic, the delta record);
 5. + the second hop, amortized over the receipts: each delta parsed back and summed
@@ -40,8 +40,9 @@ from processors.funnel.state import (
 from processors.funnel.windows import Counts, WindowKey, funnel_record
 from processors.normalize.canonical import format_timestamp
 from processors.normalize.records import Receipt, record_from_value
+from wapipe.settings import Settings
 
-_BATCH = 500
+_BATCH: int = Settings.model_fields["processor_batch_size"].default  # the engine's
 
 
 def receipts(count: int) -> list[bytes]:
@@ -79,13 +80,14 @@ def run_steps(values: list[bytes], steps: int) -> None:
             if steps < 3:
                 continue
             fold.add(receipt.umid, observation)
+        window_deltas, _ = fold.window_deltas()
         if steps < 4:
             continue
         deltas = []
         for state in fold.changed.values():
             dump_state(state)
             orjson.dumps(message_state_value(state))
-        for window, counts in fold.deltas.items():
+        for window, counts in window_deltas.items():
             deltas.append(orjson.dumps({"window": window.encode(), "counts": counts}))
         states.update(fold.changed)
         if steps < 5:
@@ -118,7 +120,7 @@ def main() -> int:
     arguments = parser.parse_args()
     values = receipts(arguments.receipts)
     names = ["orjson parse (the ceiling)", "+ typed record and observation",
-             "+ merge into state and window deltas (MessageFold.add)",
+             "+ merge into state and window deltas (MessageFold)",
              "+ state and delta encodings",
              "+ deltas summed into window totals (TotalsFold), totals encoded"]  # fmt: skip
     print(f"{len(values):,} receipts, best of {arguments.repeat}\n")

@@ -127,13 +127,14 @@ class FunnelJob:
             batch.send(self.message_state, key, orjson.dumps(message_state_value(state)),
                        timestamp_ms=canonical.timestamp_ms(state.last_event_at))  # fmt: skip
             messages.put(key, dump_state(state))
-        for window, counts in fold.deltas.items():
+        deltas, late_changes = fold.window_deltas()
+        for window, counts in deltas.items():
             batch.send(self.deltas, window.sub_account_id.encode(),
                        orjson.dumps({"window": window.encode(), "counts": counts}),
                        timestamp_ms=canonical.timestamp_ms(window.start))  # fmt: skip
         self.metrics.merged.inc(len(observations))
         self.metrics.state_changes.inc(len(fold.changed))
-        self.metrics.late_changes.inc(fold.late_changes)
+        self.metrics.late_changes.inc(late_changes)
 
     def _sum_deltas(self, batch: PartitionBatch) -> None:
         deltas = [_json(record) for record in batch.records]

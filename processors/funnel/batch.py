@@ -3,8 +3,8 @@ writes the tables around them, and tests replay them freely).
 
 - `MessageFold`: observations in; the changed message states, and the batch's
   changes to the windows out, summed per window (one delta per window and batch).
-  A state change changes each window it contributes to by `after - before` of its
-  contributions (`windows.changes`).
+  A message's change changes each window it contributes to by `after - before` of its
+  contributions (`windows.changes`), before and after the whole batch.
 - `TotalsFold`: window deltas in; each touched window's new total, and the rate
   alerts of the sub-accounts' windows, each alert once.
 
@@ -38,29 +38,34 @@ class MessageFold:
     final_after: timedelta
     now: datetime  # the wall-clock time of the batch: windows final by then take no changes
     changed: dict[str, MessageState] = field(default_factory=dict)  # umid -> its new state
-    deltas: dict[WindowKey, Counts] = field(default_factory=dict)  # window -> its change
-    late_changes: int = 0  # changes dropped: their window was final
-    _contributions: dict[str, dict[WindowKey, Counts]] = field(default_factory=dict)
 
     def add(self, umid: str, observation: Observation) -> None:
         before = self.changed.get(umid) or self.stored.get(umid) or MessageState(umid=umid)
         after = merge(before, observation)
-        if after == before:
-            return  # a duplicate, or nothing new: no change anywhere
-        self.changed[umid] = after
-        contributed = self._contributions.get(umid)
-        if contributed is None:
-            contributed = contributions(before)
-        self._contributions[umid] = contributing = contributions(after)
-        for key, change in changes(contributed, contributing).items():
-            if is_final(key, self.now, self.final_after):
-                self.late_changes += 1
-                continue
-            delta = add_counts(self.deltas.get(key, {}), change)
-            if delta:
-                self.deltas[key] = delta
-            else:  # changes that cancel out within the batch (a message moved and back)
-                self.deltas.pop(key, None)
+        if after != before:  # else a duplicate, or nothing new: no change anywhere
+            self.changed[umid] = after
+
+    def window_deltas(self) -> tuple[dict[WindowKey, Counts], int]:
+        """The batch's change to each window, and how many changes were dropped because
+        their window was final. A message's changes over the batch add up to
+        `contributions(last) - contributions(first)` (each step's `after - before`
+        telescopes), so each changed message is compared once, its receipts of the
+        batch merged first: a message's sent, delivered and read often come together."""
+        deltas: dict[WindowKey, Counts] = {}
+        late = 0
+        for umid, after in self.changed.items():
+            before = self.stored.get(umid)
+            contributed = contributions(before) if before is not None else {}
+            for key, change in changes(contributed, contributions(after)).items():
+                if is_final(key, self.now, self.final_after):
+                    late += 1
+                    continue
+                delta = add_counts(deltas.get(key, {}), change)
+                if delta:
+                    deltas[key] = delta
+                else:  # changes that cancel out within the batch (messages moved between windows)
+                    deltas.pop(key, None)
+        return deltas, late
 
 
 @dataclass(frozen=True)
