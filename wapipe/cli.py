@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -23,6 +24,8 @@ Typical local session:
   wapipe ingest            serve POST /webhooks/whatsapp on WAPIPE_INGEST_PORT
   wapipe process normalize run one worker of a stream job
   wapipe run               all of the above, in the foreground, until Ctrl-C
+  wapipe status            how each job is doing: workers, partitions, lag, events/s
+  wapipe logs funnel -f    follow a service's log (`wapipe run` writes them)
 
 Settings come from WAPIPE_* environment variables: `wapipe config` lists them
 with their current values; the README explains each one.
@@ -45,6 +48,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(settings, arguments)
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        if not _kafka_unreachable(error):
+            raise
+        from wapipe.preflight import cannot_reach_kafka, tcp_problem
+
+        reason = tcp_problem(settings.kafka_bootstrap) or "it does not answer Kafka requests"
+        print(f"wapipe: {cannot_reach_kafka(settings.kafka_bootstrap, reason)}", file=sys.stderr)
+        return 1
+
+
+def _kafka_unreachable(error: Exception) -> bool:
+    """An aiokafka client found no broker (`wapipe topics create`, `wapipe tail`)."""
+    errors = sys.modules.get("aiokafka.errors")  # not imported: not an aiokafka error
+    return errors is not None and isinstance(error, errors.KafkaConnectionError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,10 +117,16 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="start the local stack in the foreground: broker, topics, ingester, workers",
         description="Start a local broker (unless WAPIPE_KAFKA_BOOTSTRAP is set), create the "
-        "topics, start the ingester and the processor workers, and stay in the foreground "
-        "with their logs; "
-        "Ctrl-C stops everything this command started.",
+        "topics, start the ingester (WAPIPE_INGEST_PORT) and the processor workers (web ports "
+        "WAPIPE_PROCESSOR_WEB_PORT and the next three: 6066-6069 by default), and stay in the "
+        "foreground. Each service logs to WAPIPE_HOME/logs/<service>.log (`wapipe logs`); "
+        "the terminal shows each service as it becomes ready, a summary, then only errors "
+        "and exits. A service that exits stops everything; Ctrl-C stops everything this "
+        "command started.",
     ).set_defaults(handler=_run)
+
+    _add_status(commands)
+    _add_logs(commands)
 
     simulate = commands.add_parser(
         "simulate",
@@ -183,6 +206,168 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_STATUS_DESCRIPTION = """\
+How the pipeline is doing, read-only: for each job, its consumer group's workers and
+partitions (from the broker), its lag per source topic (the end a read_committed reader
+sees minus the group's committed offsets), events/s and the age of its last commit
+(from its worker's /metrics), restore progress; for the ingester, /readyz and the
+spool's depth. Workers and ingester are looked for where `wapipe run` puts them
+(WAPIPE_PROCESSOR_WEB_PORT and the next three, WAPIPE_INGEST_PORT) unless --worker or
+--ingester say otherwise.
+
+Events/s: over --sample seconds (two scrapes), or over the last minute with --watch.
+
+Exit status: 0 all well; 1 a service is down (no worker in its group, its web server
+unreachable), behind (lag above --max-lag), restoring, starting or rebalancing, or the
+ingester is not ready; 3 Kafka does not answer; 2 bad usage or settings.
+"""
+
+
+def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # No import of wapipe.status or wapipe.stack here: every command builds this parser.
+    services = ("ingest", *PROCESSOR_JOBS)
+    status = commands.add_parser(
+        "status",
+        help="how the pipeline is doing: workers, partitions, lag, events/s, readiness "
+        "(exit 1 when a job is down or behind)",
+        description=_STATUS_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument(
+        "services", nargs="*", metavar="SERVICE", type=_one_of(services),
+        help=f"only these ({', '.join(services)}; default: all)",
+    )  # fmt: skip
+    status.add_argument(
+        "--worker", action="append", type=_worker_endpoint(tuple(PROCESSOR_JOBS)), default=[],
+        metavar="JOB=HOST:PORT",
+        help="a worker's web server (repeat for more workers of a job, or other jobs); "
+        "default: where `wapipe run` puts each job",
+    )  # fmt: skip
+    status.add_argument(
+        "--ingester", metavar="URL",
+        help="the ingester's base URL (default: http://127.0.0.1:WAPIPE_INGEST_PORT)",
+    )  # fmt: skip
+    status.add_argument(
+        "--max-lag", type=_positive(int), metavar="N",
+        help="a job with more unprocessed records is behind (default 1,000)",
+    )  # fmt: skip
+    status.add_argument(
+        "--sample", type=_not_negative, default=1.0, metavar="S",
+        help="seconds between the two scrapes that give events/s (default 1; 0: one scrape, "
+        "no rate)",
+    )  # fmt: skip
+    status.add_argument(
+        "--watch", nargs="?", type=_positive(float), const=2.0, metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C",
+    )  # fmt: skip
+    status.add_argument("--json", action="store_true", help="print JSON (with --watch: a "
+                        "document per line)")  # fmt: skip
+    status.add_argument(
+        "--partitions", action="store_true", help="a line per partition instead of per topic"
+    )
+    status.add_argument(
+        "--broker-only", action="store_true",
+        help="ask only the broker (groups and lag), not the web servers",
+    )  # fmt: skip
+    status.set_defaults(handler=_status)
+
+
+def _add_logs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    services = ("ingest", *PROCESSOR_JOBS, "kafka")  # wapipe.stack.SERVICES and the broker
+    logs = commands.add_parser(
+        "logs",
+        help="show the services' logs that `wapipe run` writes (-f follows them)",
+        description="Show WAPIPE_HOME/logs/<service>.log: one service's, or all of them "
+        "merged by time. On a terminal, one line per event (time in UTC, service, level, "
+        "event, key=value); raw JSON with --json or when the output is not a terminal. "
+        "`kafka` is the local broker's own log (WAPIPE_HOME/kafka/server.log).",
+    )
+    logs.add_argument(
+        "service", nargs="?", metavar="SERVICE", choices=services,
+        help=f"one of {', '.join(services)} (default: every service)",
+    )  # fmt: skip
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing new lines as they come, until Ctrl-C")  # fmt: skip
+    logs.add_argument("-n", "--lines", type=_not_negative_int, metavar="N",
+                      help="only the last N lines (default: all; 10 with -f)")  # fmt: skip
+    logs.add_argument("--json", action="store_true", help="the raw JSON lines")
+    logs.set_defaults(handler=_logs)
+
+
+def _worker_endpoint(jobs: tuple[str, ...]) -> Callable[[str], tuple[str, str]]:
+    """An argparse type: `JOB=HOST:PORT` (or `JOB=URL`) -> (job, base URL)."""
+
+    def parse(text: str) -> tuple[str, str]:
+        job, _, where = text.partition("=")
+        if job not in jobs or not where:
+            raise argparse.ArgumentTypeError(
+                f"not JOB=HOST:PORT with JOB one of {', '.join(jobs)}: {text!r}"
+            )
+        url = where if "://" in where else f"http://{where}"
+        _, _, port = url.split("://", 1)[1].rstrip("/").rpartition(":")
+        if not port.isdigit():
+            raise argparse.ArgumentTypeError(f"no port in {text!r} (JOB=HOST:PORT)")
+        return job, url.rstrip("/")
+
+    return parse
+
+
+def _one_of(names: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(names)}")
+        return text
+
+    return parse
+
+
+def _not_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be zero or more: {text!r}")
+    return value
+
+
+def _not_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more: {text!r}")
+    return value
+
+
+def _status(settings: Settings, arguments: argparse.Namespace) -> int:
+    from wapipe.status import DEFAULT_MAX_LAG, SERVICE_NAMES, Options, run_status
+
+    workers: dict[str, tuple[str, ...]] = {}
+    for job, url in arguments.worker:
+        workers[job] = (*workers.get(job, ()), url)
+    options = Options(
+        services=tuple(dict.fromkeys(arguments.services)) or SERVICE_NAMES,
+        workers=workers,
+        ingester=arguments.ingester,
+        max_lag=DEFAULT_MAX_LAG if arguments.max_lag is None else arguments.max_lag,
+        sample=arguments.sample,
+        watch=arguments.watch,
+        json=arguments.json,
+        partitions=arguments.partitions,
+        broker_only=arguments.broker_only,
+    )
+    return run_status(settings, options)
+
+
+def _logs(settings: Settings, arguments: argparse.Namespace) -> int:
+    from wapipe.logfiles import show_logs
+
+    return show_logs(settings, arguments.service, follow=arguments.follow,
+                     lines=arguments.lines, raw=arguments.json)  # fmt: skip
+
+
 def _kafka_up(settings: Settings, _: argparse.Namespace) -> int:
     from wapipe.local_kafka import LocalBroker, LocalKafkaError
 
@@ -218,8 +403,13 @@ def _kafka_status(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _topics_create(settings: Settings, _: argparse.Namespace) -> int:
+    from wapipe.preflight import kafka_problem
     from wapipe.topics import create_topics
 
+    problem = kafka_problem(settings.kafka_bootstrap)
+    if problem is not None:
+        print(f"wapipe topics create: {problem}", file=sys.stderr)
+        return 1
     reports = asyncio.run(create_topics(settings))
     for report in reports:
         verb = "created" if report.created else "exists "
@@ -242,9 +432,21 @@ def _topics_list(settings: Settings, _: argparse.Namespace) -> int:
 def _ingest(settings: Settings, _: argparse.Namespace) -> int:
     from ingest.server import run
     from wapipe.logs import configure_logging
+    from wapipe.preflight import port_taken, port_taken_message
 
+    host, port = settings.ingest_host, settings.ingest_port
+    taken = port_taken_message(port, host, "the ingester's port", "WAPIPE_INGEST_PORT")
+    if port_taken(host, port):
+        print(f"wapipe ingest: {taken}", file=sys.stderr)
+        return 1
     configure_logging(settings, service="ingest")
-    run(settings)
+    try:
+        run(settings)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:  # taken since the check above
+            raise
+        print(f"wapipe ingest: {taken}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -264,11 +466,24 @@ def _process(settings: Settings, arguments: argparse.Namespace) -> int:
 
     from processors.engine import worker
     from wapipe.logs import configure_logging
+    from wapipe.preflight import port_taken, port_taken_message
 
+    host, port = settings.processor_web_host, settings.processor_web_port
+    taken = port_taken_message(port, host, f"{arguments.job}'s web port",
+                               "WAPIPE_PROCESSOR_WEB_PORT")  # fmt: skip
+    if port_taken(host, port):
+        print(f"wapipe process {arguments.job}: {taken}", file=sys.stderr)
+        return 1
     configure_logging(settings, service=arguments.job)
     module = importlib.import_module(PROCESSOR_JOBS[arguments.job])
     registry = CollectorRegistry()
-    return worker.run(module.create_job(settings, registry), settings, registry)
+    try:
+        return worker.run(module.create_job(settings, registry), settings, registry)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:  # taken since the check above
+            raise
+        print(f"wapipe process {arguments.job}: {taken}", file=sys.stderr)
+        return 1
 
 
 def _run(settings: Settings, _: argparse.Namespace) -> int:
@@ -285,7 +500,12 @@ def _simulate(settings: Settings, arguments: argparse.Namespace) -> int:
 
 def _tail(settings: Settings, arguments: argparse.Namespace) -> int:
     from simulator.command import tail_command
+    from wapipe.preflight import kafka_problem
 
+    problem = kafka_problem(settings.kafka_bootstrap)
+    if problem is not None:
+        print(f"wapipe tail: {problem}", file=sys.stderr)
+        return 1
     return tail_command(settings, arguments)
 
 

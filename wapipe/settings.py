@@ -171,7 +171,12 @@ class Settings(BaseSettings):
         "Prometheus scrapes it from elsewhere (then 0.0.0.0).",
     )
     processor_web_port: int = Field(
-        6066, ge=1, le=65535, description="Port of a processor worker's web server."
+        6066,
+        ge=1,
+        le=65535,
+        description="Port of a processor worker's web server. `wapipe run` gives its workers "
+        "this port and the next three (normalize, funnel, templates, phones); `wapipe status` "
+        "looks for them there.",
     )
     processor_batch_size: int = Field(
         2000,
@@ -282,12 +287,17 @@ class Settings(BaseSettings):
         "info", description="Least severe log level written."
     )
     log_format: Literal["json", "console"] = Field(
-        "json", description="One JSON object per line, or human-readable console lines."
+        "json",
+        description="One JSON object per line, or human-readable console lines. `wapipe run` "
+        "writes JSON to its services' log files whatever this says (`wapipe logs` shows them "
+        "human-readable).",
     )
 
     # --- The local broker (`wapipe kafka ...`, `make run`, tests) -----------------------
     home: Path = Field(
-        Path(".wapipe"), description="State directory: Kafka jar cache, local broker data, logs."
+        Path(".wapipe"),
+        description="State directory: Kafka jar cache, local broker data and log, workers' "
+        "state, and the services' logs of `wapipe run` (`logs/<service>.log`).",
     )
     local_kafka_port: int = Field(9092, ge=1, le=65535, description="Local broker client port.")
     local_kafka_controller_port: int = Field(
@@ -387,6 +397,8 @@ def describe_validation_error(error: ValidationError) -> str:
         field = ".".join(str(part) for part in problem["loc"] if isinstance(part, str))
         variable = f"WAPIPE_{field.upper()}" if field else "settings"
         lines.append(f"{variable}: {problem['msg']}")
+    if len(lines) == 1:  # one line for the usual case, one bad variable
+        return f"invalid configuration: {lines[0]}"
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

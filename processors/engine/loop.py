@@ -281,6 +281,7 @@ class Worker:
         transactions.poll()  # serve the delivery reports that carry the checkpoints
         self._failed_batches = 0
         self.metrics.commit_duration.observe(time.perf_counter() - started)
+        self.metrics.last_commit.set_to_current_time()
         return checkpoints
 
     def _produce_changelog(

@@ -49,6 +49,12 @@ class EngineMetrics:
             "Time to produce a batch's records, send its offsets and commit its transaction.",
             label, buckets=_SECONDS, registry=registry,
         ).labels(processor)  # fmt: skip
+        self.last_commit = Gauge(
+            "wapipe_processor_last_commit_timestamp_seconds",
+            "When this worker last committed a transaction (Unix time): a worker whose loop "
+            "goes round but commits nothing while it has lag is stuck.",
+            label, registry=registry,
+        ).labels(processor)  # fmt: skip
         self.records = Counter(
             "wapipe_processor_records", "Source records processed and committed.", label,
             registry=registry,

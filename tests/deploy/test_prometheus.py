@@ -55,7 +55,10 @@ def test_every_rule_names_metrics_the_code_exports() -> None:
 
 def test_every_processor_job_is_scraped() -> None:
     from wapipe.cli import PROCESSOR_JOBS
-    from wapipe.stack import SERVICES
+    from wapipe.settings import Settings
+    from wapipe.stack import worker_ports
+
+    ports = worker_ports(Settings())
 
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     jobs = {
@@ -63,8 +66,7 @@ def test_every_processor_job_is_scraped() -> None:
     }
     assert jobs.pop("wapipe-ingest") == ["127.0.0.1:8080"]
     for processor in PROCESSOR_JOBS:
-        port = SERVICES[processor][1]["WAPIPE_PROCESSOR_WEB_PORT"]
-        assert jobs.pop(f"wapipe-{processor}") == [f"127.0.0.1:{port}"], processor
+        assert jobs.pop(f"wapipe-{processor}") == [f"127.0.0.1:{ports[processor]}"], processor
     assert not jobs, f"scraped but not a process of `wapipe run`: {jobs}"
 
 
