@@ -13,6 +13,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 
+from processors.jobs import JOBS
 from wapipe.settings import Settings, SettingsError, environment_variables
 
 _DESCRIPTION = """\
@@ -110,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         "finishes and commits the batch in hand, then leaves the group). Its /metrics, "
         "/healthz and /readyz are served on WAPIPE_PROCESSOR_WEB_HOST:WAPIPE_PROCESSOR_WEB_PORT.",
     )
-    process.add_argument("job", choices=sorted(PROCESSOR_JOBS), help="the job to run")
+    process.add_argument("job", choices=sorted(JOBS), help="the job to run")
     process.set_defaults(handler=_process)
 
     commands.add_parser(
@@ -225,7 +226,7 @@ ingester is not ready; 3 Kafka does not answer; 2 bad usage or settings.
 
 def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # No import of wapipe.status or wapipe.stack here: every command builds this parser.
-    services = ("ingest", *PROCESSOR_JOBS)
+    services = ("ingest", *JOBS)
     status = commands.add_parser(
         "status",
         help="how the pipeline is doing: workers, partitions, lag, events/s, readiness "
@@ -238,7 +239,7 @@ def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help=f"only these ({', '.join(services)}; default: all)",
     )  # fmt: skip
     status.add_argument(
-        "--worker", action="append", type=_worker_endpoint(tuple(PROCESSOR_JOBS)), default=[],
+        "--worker", action="append", type=_worker_endpoint(tuple(JOBS)), default=[],
         metavar="JOB=HOST:PORT",
         help="a worker's web server (repeat for more workers of a job, or other jobs); "
         "default: where `wapipe run` puts each job",
@@ -273,7 +274,7 @@ def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _add_logs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    services = ("ingest", *PROCESSOR_JOBS, "kafka")  # wapipe.stack.SERVICES and the broker
+    services = ("ingest", *JOBS, "kafka")  # wapipe.stack.SERVICES and the broker
     logs = commands.add_parser(
         "logs",
         help="show the services' logs that `wapipe run` writes (-f follows them)",
@@ -450,21 +451,11 @@ def _ingest(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-# Each processor job: the module whose `create_job(settings, registry)` builds it.
-PROCESSOR_JOBS = {
-    "normalize": "processors.normalize.app",
-    "funnel": "processors.funnel.app",
-    "templates": "processors.templates.app",
-    "phones": "processors.phones.app",
-}
-
-
 def _process(settings: Settings, arguments: argparse.Namespace) -> int:
-    import importlib
-
     from prometheus_client import CollectorRegistry
 
     from processors.engine import worker
+    from processors.jobs import create_job
     from wapipe.logs import configure_logging
     from wapipe.preflight import port_taken, port_taken_message
 
@@ -475,10 +466,9 @@ def _process(settings: Settings, arguments: argparse.Namespace) -> int:
         print(f"wapipe process {arguments.job}: {taken}", file=sys.stderr)
         return 1
     configure_logging(settings, service=arguments.job)
-    module = importlib.import_module(PROCESSOR_JOBS[arguments.job])
     registry = CollectorRegistry()
     try:
-        return worker.run(module.create_job(settings, registry), settings, registry)
+        return worker.run(create_job(arguments.job, settings, registry), settings, registry)
     except OSError as error:
         if error.errno != errno.EADDRINUSE:  # taken since the check above
             raise

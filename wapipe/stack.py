@@ -26,22 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from processors.jobs import JOBS
 from wapipe.local_kafka import LocalBroker, LocalKafkaError
 from wapipe.logfiles import ErrorEcho, Follower, log_directory, log_file
 from wapipe.preflight import kafka_problem, port_taken, port_taken_message
 from wapipe.settings import Settings
 from wapipe.topics import create_topics
 
-# Each service and its command, `wapipe <args>`. The workers' web ports are
-# WAPIPE_PROCESSOR_WEB_PORT and the ports after it, in this order (`worker_ports`).
+# Each service and its command, `wapipe <args>`: the ingester, then a worker of each
+# job. The workers' web ports are WAPIPE_PROCESSOR_WEB_PORT and the ports after it, in
+# this order (`worker_ports`).
 SERVICES: dict[str, tuple[str, ...]] = {
     "ingest": ("ingest",),
-    "normalize": ("process", "normalize"),
-    "funnel": ("process", "funnel"),
-    "templates": ("process", "templates"),
-    "phones": ("process", "phones"),
+    **{job: ("process", job) for job in JOBS},
 }
-WORKERS: tuple[str, ...] = tuple(name for name, args in SERVICES.items() if args[0] == "process")
+WORKERS: tuple[str, ...] = tuple(JOBS)
 READY_TIMEOUT_SECONDS = 180.0
 _STOP_GRACE_SECONDS = 30.0
 _POLL_SECONDS = 0.2

@@ -20,7 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from wapipe.cli import PROCESSOR_JOBS  # noqa: E402
+from processors.jobs import JOBS  # noqa: E402
 from wapipe.settings import Settings  # noqa: E402
 from wapipe.topics import TOPICS, CleanupPolicy  # noqa: E402
 
@@ -177,7 +177,7 @@ def kafka_topics() -> list[Manifest]:
 def files() -> dict[str, list[Manifest]]:
     result = {"config.yaml": [config_map()], "ingest.yaml": ingester(),
               "topics.yaml": kafka_topics()}  # fmt: skip
-    for job in PROCESSOR_JOBS:
+    for job in JOBS:
         result[f"{job}.yaml"] = processor(job)
     return result
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from wapipe.cli import PROCESSOR_JOBS, _parser
+from processors.jobs import JOBS
+from wapipe.cli import _parser
 from wapipe.settings import Settings, environment_variables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,7 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_the_services_are_the_pipeline() -> None:
-    assert set(WAPIPE) == {"topics", "ingest", *PROCESSOR_JOBS}
+    assert set(WAPIPE) == {"topics", "ingest", *JOBS}
     assert {"kafka", "prometheus", "grafana"} <= set(SERVICES)
 
 
@@ -42,7 +43,7 @@ def test_every_command_is_a_wapipe_command(name: str) -> None:
 
 
 def test_every_processor_is_its_own_scalable_service() -> None:
-    for job in PROCESSOR_JOBS:
+    for job in JOBS:
         service = WAPIPE[job]
         assert service["command"] == ["process", job]
         # `--scale` needs no fixed container name and no published host port.
@@ -66,14 +67,14 @@ def test_ports_agree_with_the_contract() -> None:
     assert defaults.ingest_port == 8080  # CONTRACT.md: the ingester's port
     assert WAPIPE["ingest"]["ports"] == [f"{defaults.ingest_port}:{defaults.ingest_port}"]
     assert str(defaults.ingest_port) in " ".join(WAPIPE["ingest"]["healthcheck"]["test"])
-    for job in PROCESSOR_JOBS:
+    for job in JOBS:
         check = " ".join(WAPIPE[job]["healthcheck"]["test"])
         assert f"127.0.0.1:{defaults.processor_web_port}/healthz" in check, job
     scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus-compose.yml").read_text())
     targets = {job["job_name"]: job["dns_sd_configs"][0] for job in scrape["scrape_configs"]}
     assert targets.pop("wapipe-ingest") == {"names": ["ingest"], "type": "A",
                                             "port": defaults.ingest_port}  # fmt: skip
-    for job in PROCESSOR_JOBS:
+    for job in JOBS:
         assert targets.pop(f"wapipe-{job}") == {"names": [job], "type": "A",
                                                 "port": defaults.processor_web_port}  # fmt: skip
     assert not targets
@@ -83,7 +84,7 @@ def test_long_running_services_have_health_checks_and_the_pipeline_waits_for_top
     for name, service in SERVICES.items():
         if name != "topics":
             assert service.get("healthcheck", {}).get("test"), name
-    for name in {"ingest", *PROCESSOR_JOBS}:
+    for name in {"ingest", *JOBS}:
         depends = WAPIPE[name]["depends_on"]
         assert depends["topics"]["condition"] == "service_completed_successfully", name
     assert WAPIPE["topics"]["command"] == ["topics", "create"]

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from wapipe.cli import PROCESSOR_JOBS, _parser
+from processors.jobs import JOBS
+from wapipe.cli import _parser
 from wapipe.settings import Settings, environment_variables
 from wapipe.topics import TOPICS, CleanupPolicy
 
@@ -55,11 +56,11 @@ def _workloads() -> dict[str, dict[str, Any]]:
 
 
 def test_a_workload_per_processor_and_the_ingester() -> None:
-    assert set(_workloads()) == {"wapipe-ingest", *(f"wapipe-{job}" for job in PROCESSOR_JOBS)}
+    assert set(_workloads()) == {"wapipe-ingest", *(f"wapipe-{job}" for job in JOBS)}
     assert set(_kind("StatefulSet")) == {"wapipe-ingest"}  # its spool: a volume per replica
 
 
-@pytest.mark.parametrize("name", ["wapipe-ingest", *(f"wapipe-{job}" for job in PROCESSOR_JOBS)])
+@pytest.mark.parametrize("name", ["wapipe-ingest", *(f"wapipe-{job}" for job in JOBS)])
 def test_workload(name: str) -> None:
     workload = _workloads()[name]
     pod = workload["spec"]["template"]
@@ -105,7 +106,7 @@ def test_keda_scales_each_processor_on_its_lag_up_to_the_partitions() -> None:
     partitions = int(config["data"]["WAPIPE_TOPIC_PARTITIONS"])
     prefix = config["data"]["WAPIPE_TOPIC_PREFIX"]
     scaled = _kind("ScaledObject")
-    assert set(scaled) == {f"wapipe-{job}" for job in PROCESSOR_JOBS}
+    assert set(scaled) == {f"wapipe-{job}" for job in JOBS}
     for name, item in scaled.items():
         spec = item["spec"]
         assert spec["scaleTargetRef"]["name"] == name

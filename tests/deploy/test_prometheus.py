@@ -54,7 +54,7 @@ def test_every_rule_names_metrics_the_code_exports() -> None:
 
 
 def test_every_processor_job_is_scraped() -> None:
-    from wapipe.cli import PROCESSOR_JOBS
+    from processors.jobs import JOBS
     from wapipe.settings import Settings
     from wapipe.stack import worker_ports
 
@@ -65,7 +65,7 @@ def test_every_processor_job_is_scraped() -> None:
         job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]
     }
     assert jobs.pop("wapipe-ingest") == ["127.0.0.1:8080"]
-    for processor in PROCESSOR_JOBS:
+    for processor in JOBS:
         assert jobs.pop(f"wapipe-{processor}") == [f"127.0.0.1:{ports[processor]}"], processor
     assert not jobs, f"scraped but not a process of `wapipe run`: {jobs}"
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from ingest.metrics import IngestMetrics
 from processors.engine.metrics import EngineMetrics
-from wapipe.cli import PROCESSOR_JOBS
+from processors.jobs import JOBS
 from wapipe.settings import Settings
 
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
@@ -25,7 +25,7 @@ def exported_metric_names() -> set[str]:
     IngestMetrics(registries[0])
     home = Path(tempfile.gettempdir()) / "wapipe-metrics-check"
     settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="metrics.check", home=home)
-    for module in PROCESSOR_JOBS.values():
+    for module in JOBS.values():
         registry = CollectorRegistry()
         registries.append(registry)
         job = importlib.import_module(module).create_job(settings, registry)

@@ -145,15 +145,11 @@ def endpoints(settings: Settings, options: Options) -> list[tuple[str, str]]:
 
 def job_sources(settings: Settings, job: str) -> tuple[str, ...]:
     """The job's source topics, as its worker subscribes to them."""
-    import importlib
-
     from prometheus_client import CollectorRegistry
 
-    from wapipe.cli import PROCESSOR_JOBS
+    from processors.jobs import create_job
 
-    module = importlib.import_module(PROCESSOR_JOBS[job])
-    sources: tuple[str, ...] = tuple(module.create_job(settings, CollectorRegistry()).sources)
-    return sources
+    return tuple(create_job(job, settings, CollectorRegistry()).sources)
 
 
 def _kafka_failure(bootstrap: str, error: BaseException) -> StatusError:
