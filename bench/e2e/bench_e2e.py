@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -39,13 +40,15 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 
+import confluent_kafka
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import uvloop
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "bench" / "processors")]
@@ -99,7 +102,8 @@ def main() -> int:
             tempfile.TemporaryDirectory(prefix="wapipe-e2e-") as home,
             _pipeline(settings, Path(home)) as url,
         ):
-            latencies, summary = asyncio.run(_measure(settings, url, arguments))
+            # uvloop: the simulator posting at the target rate is this process's whole work.
+            latencies, summary = uvloop.run(_measure(settings, url, arguments))
     finally:
         if broker is not None:
             broker.down()
@@ -165,80 +169,122 @@ class _Seen:
         self.first.setdefault((kind, what), (time.time(), value))
 
 
-async def _follow(settings: Settings, seen: _Seen, stop: asyncio.Event) -> None:
-    """Read the raw, message-state and alert topics from their ends until `stop`."""
-    prefix, partitions = settings.topic_prefix, range(settings.topic_partitions)
-    names = {spec.name(prefix): spec for spec in (RAW, STATUS, FUNNEL_REPLIES,
-                                                  MESSAGE_STATE, ALERTS)}  # fmt: skip
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                isolation_level="read_committed",
-                                enable_auto_commit=False, fetch_max_wait_ms=10)  # fmt: skip
-    await consumer.start()
-    try:
-        consumer.assign([TopicPartition(name, p) for name in names for p in partitions])
-        await consumer.seek_to_end()
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=100)
-            for tp, records in batches.items():
-                spec = names[tp.topic]
-                for record in records:
-                    if spec is RAW:
-                        seen.note("raw", record.value)
-                    elif spec is STATUS:
-                        receipt = orjson.loads(record.value)
-                        seen.note("status", f"{receipt['umid']}|{receipt['state']}")
-                    elif spec is FUNNEL_REPLIES:  # keyed by the umid the reply answers
-                        seen.note("reply", record.key.decode())
-                    elif spec is MESSAGE_STATE:
-                        state = orjson.loads(record.value)
-                        seen.note("state", f"{state['umid']}|{state['state']}")
-                        if state["repliedAt"] is not None:
-                            seen.note("replied", state["umid"])
-                    else:
-                        alert = orjson.loads(record.value)
-                        seen.note("alert", alert["alertId"], alert)
-    finally:
-        await consumer.stop()
+class _Follower:
+    """A process of its own (the simulator keeps this one's core) reading the raw,
+    status, replies, message-state and alert topics read_committed from their ends, and
+    noting when each thing is first seen (wall-clock times, comparable across processes)."""
+
+    def __init__(self, settings: Settings) -> None:
+        prefix = settings.topic_prefix
+        topics = {spec.name(prefix): spec.suffix
+                  for spec in (RAW, STATUS, FUNNEL_REPLIES, MESSAGE_STATE, ALERTS)}  # fmt: skip
+        self.conn, child = multiprocessing.Pipe()
+        self.process = multiprocessing.Process(
+            target=_follow, args=(settings.kafka_bootstrap, topics, settings.topic_partitions,
+                                  child), daemon=True,
+        )  # fmt: skip
+        self.process.start()
+        if not self.conn.poll(60):
+            sys.exit("the follower did not start within 60 s")
+        self.conn.recv()
+
+    def ask(self, request: str) -> object:
+        self.conn.send(request)
+        return self.conn.recv()
+
+    def clear(self) -> None:
+        self.conn.send("clear")
+
+    def count(self) -> tuple[int, bool]:
+        """How many things were seen, and whether a message state was."""
+        answer = self.ask("count")
+        assert isinstance(answer, tuple)
+        return answer
+
+    def stop(self) -> _Seen:
+        first = self.ask("stop")
+        self.process.join(30)
+        assert isinstance(first, dict)
+        return _Seen(first)
+
+
+def _follow(bootstrap: str, topics: dict[str, str], partitions: int, conn: Connection) -> None:
+    """The follower's process: reads until asked to stop, answering `count`, `clear`
+    (forget what was seen) and `stop` (sends everything seen)."""
+    consumer = confluent_kafka.Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "bench-e2e-follower",
+        "isolation.level": "read_committed", "enable.auto.commit": False,
+        "fetch.wait.max.ms": 10,
+    })  # fmt: skip
+    consumer.assign([confluent_kafka.TopicPartition(name, p, confluent_kafka.OFFSET_END)
+                     for name in topics for p in range(partitions)])  # fmt: skip
+    seen = _Seen()
+    conn.send("ready")
+    while True:
+        while conn.poll():
+            request = conn.recv()
+            if request == "count":
+                conn.send((len(seen.first), any(kind == "state" for kind, _ in seen.first)))
+            elif request == "clear":
+                seen.first.clear()
+            else:  # stop
+                conn.send(seen.first)
+                consumer.close()
+                return
+        for record in consumer.consume(500, 0.005):  # a short wait: the time noted is the return
+            if record.error() is not None:
+                continue
+            kind, value = topics[record.topic() or ""], record.value() or b""
+            if kind == RAW.suffix:
+                seen.note("raw", value)
+            elif kind == STATUS.suffix:
+                receipt = orjson.loads(value)
+                seen.note("status", f"{receipt['umid']}|{receipt['state']}")
+            elif kind == FUNNEL_REPLIES.suffix:  # keyed by the umid the reply answers
+                seen.note("reply", (record.key() or b"").decode())
+            elif kind == MESSAGE_STATE.suffix:
+                state = orjson.loads(value)
+                seen.note("state", f"{state['umid']}|{state['state']}")
+                if state["repliedAt"] is not None:
+                    seen.note("replied", state["umid"])
+            else:
+                alert = orjson.loads(value)
+                seen.note("alert", alert["alertId"], alert)
 
 
 async def _measure(
     settings: Settings, url: str, arguments: argparse.Namespace
 ) -> tuple[dict[str, list[float]], Summary]:
-    seen, stop = _Seen(), asyncio.Event()
-    follower = asyncio.create_task(_follow(settings, seen, stop))
+    follower = _Follower(settings)
     options = SendOptions(concurrency=64)
     print("warm-up: a short story until its states come out ...", flush=True)
     warm_up = Plan(seed=arguments.seed + 1, rate=50, duration=5, time_scale=60)
     await simulate(settings, url, warm_up, options=options)
-    await _until(lambda: any(kind == "state" for kind, _ in seen.first), 120, "warm-up states")
-    seen.first.clear()
+    deadline = time.monotonic() + 120
+    while not follower.count()[1]:
+        if time.monotonic() > deadline:
+            sys.exit("no warm-up states within 120 s")
+        await asyncio.sleep(0.1)
+    follower.clear()  # the warm-up's sightings
     plan = Plan(seed=arguments.seed, rate=arguments.rate, duration=arguments.duration,
                 time_scale=arguments.time_scale)  # fmt: skip
     print(f"posting {arguments.rate:g} webhooks/s for {arguments.duration:g} s ...", flush=True)
     summary = await simulate(settings, url, plan, options=options, progress=sys.stderr)
     print(summary.describe(), flush=True)
-    await _settle(seen)
-    stop.set()
-    await follower
+    await _settle(follower)
+    seen = follower.stop()
     return _latencies(summary.timeline, summary.acknowledged_at, seen), summary
 
 
-async def _until(condition: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            sys.exit(f"no {what} within {within:g} s")
-        await asyncio.sleep(0.1)
-
-
-async def _settle(seen: _Seen, quiet: float = 10.0, at_most: float = 300.0) -> None:
+async def _settle(follower: _Follower, quiet: float = 10.0, at_most: float = 300.0) -> None:
     """Wait until nothing new was seen for `quiet` seconds: the pipeline has caught up."""
     deadline = time.monotonic() + at_most
-    count, changed = len(seen.first), time.monotonic()
+    count, changed = follower.count()[0], time.monotonic()
     while time.monotonic() - changed < quiet and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-        if len(seen.first) != count:
-            count, changed = len(seen.first), time.monotonic()
+        now = follower.count()[0]
+        if now != count:
+            count, changed = now, time.monotonic()
 
 
 def _latencies(
