@@ -13,7 +13,7 @@ FAUST_VENV  := .wapipe/bench-faust
 FAUST_STAMP := $(FAUST_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint prometheus unit soak kafka-up kafka-down bench-ingest bench-e2e bench-processors bench-rules bench-state lock clean
+.PHONY: help install run test lint prometheus unit soak kafka-up kafka-down bench-ingest bench-e2e bench-pipeline bench-processors bench-rules bench-state lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ bench-ingest: install  ## ingester vs bare aiohttp under wrk (installs wrk with 
 
 bench-e2e: install  ## p50/p99 from the ingester's 200 to message_state, replies and alerts, the simulator at 1,000 webhooks/s
 	$(BIN)/python bench/e2e/bench_e2e.py
+
+bench-pipeline: install  ## receipts written straight to the raw topic, through `wapipe run`, to message_state (receipts/s)
+	$(BIN)/python bench/e2e/bench_pipeline.py
 
 bench-processors: install $(QUIX_STAMP) $(FAUST_STAMP)  ## every worker's events/s vs the librdkafka ceiling, the engine's floor, Quix Streams and faust's floor
 	$(BIN)/python bench/processors/bench_processors.py
