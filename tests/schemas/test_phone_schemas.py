@@ -28,6 +28,7 @@ from topic_records import (
     topic_validator,
     wire,
 )
+from typed_events import phone_event
 
 import schemas
 from processors.alerts import WITHDRAWN, Alert, alert_value
@@ -60,8 +61,6 @@ PHONE_EXAMPLES = [
 ]
 PATHS = dict(zip(EXAMPLE_NAMES, EXAMPLE_PATHS, strict=True))
 
-_ids = itertools.count()
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -84,18 +83,10 @@ def phone(
 ) -> PhoneEvent:
     """A phone event at `milliseconds` after START: its occurredAt, or only its receivedAt
     when not `occurred`."""
-    return PhoneEvent(
-        event_id=event_id or f"p-{next(_ids)}",
-        display_phone_number=number,
-        occurred_at=at(milliseconds) if occurred else None,
-        received_at=at(milliseconds),
-        business_account_id=business_account_id,
-        account_id="acme",
-        event=event,
-        current_limit=current,
-        old_limit=old,
-        reason=reason,
-    )
+    ids = {"event_id": event_id} if event_id else {}
+    return phone_event(at(milliseconds), event, current, old, reason, **ids,
+                       display_phone_number=number, business_account_id=business_account_id,
+                       occurred_at=at(milliseconds) if occurred else None)  # fmt: skip
 
 
 def fold(events: list[PhoneEvent], number: str = NUMBER) -> list[PhoneState]:

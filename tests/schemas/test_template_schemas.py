@@ -11,7 +11,6 @@ No Kafka involved.
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from topic_records import (
     topic_validator,
     wire,
 )
+from typed_events import template_event
 
 import schemas
 from processors.alerts import WITHDRAWN, Alert, Severity, alert_value
@@ -72,8 +72,6 @@ REASONS = (None, "NONE", "INCORRECT_CATEGORY", "INVALID_FORMAT", "ABUSIVE_CONTEN
 CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
 DISABLE_DATES = (None, "2026-12-02")  # as Meta sends it: not normalized
 
-_ids = itertools.count()
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -83,17 +81,7 @@ def at(minutes: int) -> str:
 
 
 def event(minutes: int, **fields: object) -> TemplateEvent:
-    values: dict[str, object] = {
-        "event_id": f"e-{next(_ids)}", "event_type": "template_quality_update",
-        "template_id": TEMPLATE_ID, "template_name": "spring_sale_2026",
-        "template_language": "en_US", "occurred_at": at(minutes), "received_at": at(minutes),
-        "business_account_id": "104233889912345", "account_id": "acme", "status": None,
-        "reason": None, "other_info_title": None, "other_info_description": None,
-        "disable_date": None, "previous_quality": None, "new_quality": None,
-        "previous_category": None, "new_category": None, "category": None,
-        "correct_category": None,
-    }  # fmt: skip
-    return TemplateEvent(**{**values, **fields})  # type: ignore[arg-type]
+    return template_event(at(minutes), template_id=TEMPLATE_ID, **fields)
 
 
 def quality(minutes: int, previous: str | None, new: str, **fields: object) -> TemplateEvent:

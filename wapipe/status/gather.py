@@ -49,7 +49,10 @@ def _get(url: str, timeout: float) -> tuple[int, bytes]:
         return int(error.code), bytes(error.read())
 
 
-def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+Sample = tuple[str, dict[str, str], float]  # name, labels, value
+
+
+def _samples(text: str) -> list[Sample]:
     from prometheus_client.parser import text_string_to_metric_families
 
     return [(s.name, s.labels, s.value)
@@ -64,16 +67,24 @@ def _why(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def scrape_worker(url: str, job: str, timeout: float = _HTTP_TIMEOUT_SECONDS) -> Scrape:
-    at = time.time()
+def _read(url: str, timeout: float) -> tuple[int, bytes, list[Sample]] | str:
+    """A web server's /readyz answer (status, body) and its /metrics samples, or why not."""
     try:
-        ready_status, _ = _get(f"{url}/readyz", timeout)
+        ready_status, ready_body = _get(f"{url}/readyz", timeout)
         status, body = _get(f"{url}/metrics", timeout)
         if status != 200:
-            return Scrape(url, at, error=f"/metrics answers {status}")
-        samples = _samples(body.decode(errors="replace"))
+            return f"/metrics answers {status}"
+        return ready_status, ready_body, _samples(body.decode(errors="replace"))
     except (OSError, ValueError) as error:
-        return Scrape(url, at, error=_why(error))
+        return _why(error)
+
+
+def scrape_worker(url: str, job: str, timeout: float = _HTTP_TIMEOUT_SECONDS) -> Scrape:
+    at = time.time()
+    read = _read(url, timeout)
+    if isinstance(read, str):
+        return Scrape(url, at, error=read)
+    ready_status, _, samples = read
 
     def value(name: str) -> float | None:
         found = [v for n, labels, v in samples if n == name and labels.get("processor") == job]
@@ -93,14 +104,10 @@ def scrape_worker(url: str, job: str, timeout: float = _HTTP_TIMEOUT_SECONDS) ->
 
 def scrape_ingester(url: str, timeout: float = _HTTP_TIMEOUT_SECONDS) -> Scrape:
     at = time.time()
-    try:
-        ready_status, ready_body = _get(f"{url}/readyz", timeout)
-        status, body = _get(f"{url}/metrics", timeout)
-        if status != 200:
-            return Scrape(url, at, error=f"/metrics answers {status}")
-        samples = _samples(body.decode(errors="replace"))
-    except (OSError, ValueError) as error:
-        return Scrape(url, at, error=_why(error))
+    read = _read(url, timeout)
+    if isinstance(read, str):
+        return Scrape(url, at, error=read)
+    ready_status, ready_body, samples = read
     reason = None
     with contextlib.suppress(ValueError, AttributeError):
         reason = json.loads(ready_body).get("reason")

@@ -3,7 +3,6 @@ they arrive in (issue 21): tier changes and flags out of order, corrections. No 
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +10,7 @@ import orjson
 from alert_corrections import assert_well_formed, conditions, standing
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typed_events import NUMBER, phone_event
 
 from processors.alerts import WITHDRAWN, Alert
 from processors.event_order import identity
@@ -21,8 +21,6 @@ from processors.phones.app import _load
 from processors.phones.rules import PhoneOutcome, PhoneState, apply, phone_state_value
 
 BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-NUMBER = "4930901820"
-_ids = itertools.count()
 
 
 def at(minutes: float) -> str:
@@ -36,18 +34,7 @@ def phone(
     old: str | None = None,
     reason: str | None = None,
 ) -> PhoneEvent:
-    return PhoneEvent(
-        event_id=f"q-{next(_ids)}",
-        display_phone_number=NUMBER,
-        occurred_at=at(minutes),
-        received_at=at(minutes),
-        business_account_id="104233889912345",
-        account_id="acme",
-        event=event,
-        current_limit=current,
-        old_limit=old,
-        reason=reason,
-    )
+    return phone_event(at(minutes), event, current, old, reason)
 
 
 def run(

@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typed_events import NUMBER, phone_event
 
 from processors.normalize import canonical
 from processors.normalize.records import AccountEvent, PhoneEvent
 from processors.phones.rules import PhoneState, account_alerts, apply, phone_state_value
 
 BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-NUMBER = "4930901820"
 _ids = itertools.count()
 
 
@@ -31,18 +31,7 @@ def phone(
     old: str | None = None,
     reason: str | None = None,
 ) -> PhoneEvent:
-    return PhoneEvent(
-        event_id=f"p-{next(_ids)}",
-        display_phone_number=NUMBER,
-        occurred_at=at(hours),
-        received_at=at(hours),
-        business_account_id="104233889912345",
-        account_id="acme",
-        event=event,
-        current_limit=current,
-        old_limit=old,
-        reason=reason,
-    )
+    return phone_event(at(hours), event, current, old, reason)
 
 
 def run(events: list[PhoneEvent]) -> tuple[PhoneState, list]:

@@ -12,6 +12,8 @@ import pytest
 from alert_corrections import assert_well_formed, conditions, standing
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typed_events import TEMPLATE_ID as TEMPLATE
+from typed_events import template_event
 
 from processors.alerts import WITHDRAWN, Alert
 from processors.event_order import identity
@@ -29,9 +31,7 @@ from processors.templates.rules import (
 )
 
 POLICY = StrikePolicy()
-TEMPLATE = "951847263015"
 BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-_ids = itertools.count()
 
 
 def at(hours: float) -> str:
@@ -39,17 +39,7 @@ def at(hours: float) -> str:
 
 
 def event(hours: float, **fields: object) -> TemplateEvent:
-    values: dict[str, object] = {
-        "event_id": f"o-{next(_ids)}", "event_type": "template_quality_update",
-        "template_id": TEMPLATE, "template_name": "spring_sale_2026",
-        "template_language": "en_US", "occurred_at": at(hours), "received_at": at(hours),
-        "business_account_id": "104233889912345", "account_id": "acme", "status": None,
-        "reason": None, "other_info_title": None, "other_info_description": None,
-        "disable_date": None, "previous_quality": None, "new_quality": None,
-        "previous_category": None, "new_category": None, "category": None,
-        "correct_category": None,
-    }  # fmt: skip
-    return TemplateEvent(**{**values, **fields})  # type: ignore[arg-type]
+    return template_event(at(hours), **fields)
 
 
 def quality(hours: float, previous: str | None, new: str) -> TemplateEvent:

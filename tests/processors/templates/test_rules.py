@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -10,6 +9,7 @@ from functools import reduce
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typed_events import template_event
 
 from processors.alerts import Alert
 from processors.event_order import identity
@@ -25,7 +25,6 @@ from processors.templates.rules import (
 
 POLICY = StrikePolicy()
 BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-_ids = itertools.count()
 
 
 def at(hours: float) -> str:
@@ -33,17 +32,7 @@ def at(hours: float) -> str:
 
 
 def event(hours: float, **fields: object) -> TemplateEvent:
-    values: dict[str, object] = {
-        "event_id": f"e-{next(_ids)}", "event_type": "template_quality_update",
-        "template_id": "951847263015", "template_name": "spring_sale_2026",
-        "template_language": "en_US", "occurred_at": at(hours), "received_at": at(hours),
-        "business_account_id": "104233889912345", "account_id": "acme", "status": None,
-        "reason": None, "other_info_title": None, "other_info_description": None,
-        "disable_date": None, "previous_quality": None, "new_quality": None,
-        "previous_category": None, "new_category": None, "category": None,
-        "correct_category": None,
-    }  # fmt: skip
-    return TemplateEvent(**{**values, **fields})  # type: ignore[arg-type]
+    return template_event(at(hours), **fields)
 
 
 def quality(hours: float, previous: str, new: str, **fields: object) -> TemplateEvent:

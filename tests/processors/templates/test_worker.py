@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from state_topics import StateAndAlerts, feed, run_with_sigkills
+from typed_events import template_event
 
 from processors.normalize import canonical
 from processors.normalize.records import TemplateEvent
@@ -32,17 +33,8 @@ def at(hours: float) -> str:
 
 
 def event(template_id: str, hours: float, **fields: object) -> TemplateEvent:
-    values: dict[str, object] = {
-        "event_id": f"e-{next(_ids)}", "event_type": "template_quality_update",
-        "template_id": template_id, "template_name": f"name_{template_id}",
-        "template_language": "en_US", "occurred_at": at(hours), "received_at": at(hours),
-        "business_account_id": "104233889912345", "account_id": "acme", "status": None,
-        "reason": None, "other_info_title": None, "other_info_description": None,
-        "disable_date": None, "previous_quality": None, "new_quality": None,
-        "previous_category": None, "new_category": None, "category": None,
-        "correct_category": None,
-    }  # fmt: skip
-    return TemplateEvent(**{**values, **fields})  # type: ignore[arg-type]
+    return template_event(at(hours), template_id=template_id,
+                          template_name=f"name_{template_id}", **fields)  # fmt: skip
 
 
 def quality(template_id: str, hours: float, previous: str, new: str) -> TemplateEvent:
