@@ -94,7 +94,7 @@ def funnel() -> dict[str, Any]:
         panel("Rates (current window)", "timeseries",
               [(f'avg by (rate) (wapipe_funnel_window_rate{{{_FUNNEL}}})', "{{rate}}")],
               unit="percentunit",
-              description="Ratios of transitions in the same window (README, funnel windows)."),
+              description="Ratios of transitions in the same window (docs/design.md, funnel windows)."),
         panel("Volume by sub-account and country", "table",
               [(f'sum by (sub_account_id, country, stage) ({stages}{{{_FUNNEL}}})', "")],
               width=24),
@@ -122,7 +122,7 @@ def quality() -> dict[str, Any]:
     return dashboard("wapipe-quality", "wapipe / templates and phone numbers", [
         panel("Templates with RED strikes", "table",
               [("wapipe_template_red_strikes > 0", "")], width=24,
-              description="Strike 3 disables a template for good (README, templates)."),
+              description="Strike 3 disables a template for good (docs/design.md, templates)."),
         panel("Paused templates", "stat", [("sum(wapipe_template_paused)", "paused")], width=8),
         panel("Disabled templates", "stat",
               [("sum(wapipe_template_disabled)", "disabled")], width=8),

@@ -25,7 +25,7 @@ from wapipe.topics import create_topics
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 # The outage must outlast 8x8's sender: it gives up about 2 minutes after an event's
-# first attempt (retries after about 1, 10, 30 and 90 s; README, "Never lost"), so
+# first attempt (retries after about 1, 10, 30 and 90 s; docs/operations.md, "Never lost"), so
 # only the ingester's spool can carry an event across an outage longer than that.
 OUTAGE_SECONDS = 125.0
 BEFORE_SECONDS = 20.0  # of traffic (and processors' output) before the kill

@@ -10,7 +10,7 @@ The existing tests cover neighbours of this, not this: `tests/ingest/test_outage
 restarts an in-process ingester gracefully (its spool closed cleanly), and
 `tests/ingest/test_server_process.py` stops the process with SIGTERM while Kafka is up.
 
-A duplicate on the raw topic is allowed (README, "Never lost"): a request in flight
+A duplicate on the raw topic is allowed (docs/operations.md, "Never lost"): a request in flight
 at the SIGKILL may have reached the spool without its answer, and the sender's
 retry then spools it again. So at most one per request in flight.
 """

@@ -6,7 +6,7 @@ last `message_state` record and every funnel window's last record equal the pure
 of the bodies (normalize's rules, then the funnel's merge: `steady_sender.fold_bodies`),
 and the simulator's own oracle (written from the contract, not from the pipeline's
 code) agrees on every message's state and every sub-account's funnel totals. It
-returns the figures the README's reliability table reports.
+returns the figures the reliability table of docs/reliability.md reports.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Figures:
     funnel: dict[str, int]  # totals over all sub-accounts
 
     def row(self) -> str:
-        """`sent | acknowledged | found | lost | duplicated in derived data` for the README."""
+        """`sent | acknowledged | found | lost | duplicated in derived data` for docs/reliability.md."""
         return (f"{self.sent:,} | {self.acknowledged:,} | {self.found:,} | {self.lost} | "
                 f"0 ({self.states:,} states, {self.windows:,} windows exact)")  # fmt: skip
 
