@@ -94,7 +94,8 @@ def funnel() -> dict[str, Any]:
         panel("Rates (current window)", "timeseries",
               [(f'avg by (rate) (wapipe_funnel_window_rate{{{_FUNNEL}}})', "{{rate}}")],
               unit="percentunit",
-              description="Ratios of transitions in the same window (docs/design.md, funnel windows)."),
+              description="Ratios of transitions in the same window "
+                          "(docs/design.md, funnel windows)."),
         panel("Volume by sub-account and country", "table",
               [(f'sum by (sub_account_id, country, stage) ({stages}{{{_FUNNEL}}})', "")],
               width=24),

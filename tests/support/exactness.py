@@ -40,7 +40,8 @@ class Figures:
     funnel: dict[str, int]  # totals over all sub-accounts
 
     def row(self) -> str:
-        """`sent | acknowledged | found | lost | duplicated in derived data` for docs/reliability.md."""
+        """`sent | acknowledged | found | lost | duplicated in derived data`: a row of the
+        table in docs/reliability.md."""
         return (f"{self.sent:,} | {self.acknowledged:,} | {self.found:,} | {self.lost} | "
                 f"0 ({self.states:,} states, {self.windows:,} windows exact)")  # fmt: skip
 
