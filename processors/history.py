@@ -46,7 +46,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from processors.alerts import Alert, family
-from processors.event_order import arrival
+from processors.event_order import Arrival, arrival
 from processors.normalize import canonical
 
 if TYPE_CHECKING:
@@ -71,20 +71,10 @@ BOUNDS = Bounds()
 
 
 @dataclass(frozen=True)
-class Held(Generic[E]):
-    """One event of the history, with its place."""
+class Held(Arrival, Generic[E]):
+    """One event of the history, with its place (its time and identity)."""
 
-    at: str
-    identity: str
     event: E
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.at, self.identity)
-
-    @property
-    def occurrence(self) -> str:
-        return f"{self.at}|{self.identity}"
 
 
 @dataclass(frozen=True)

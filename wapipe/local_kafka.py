@@ -285,9 +285,18 @@ class LocalBroker:
         # A static quorum (`controller.quorum.voters`) formats without naming the
         # initial controllers; a lone node is a quorum of itself (`--standalone`).
         quorum = [] if self.voters else ["--standalone"]
+        # Eligible leader replicas (KIP-966) off. With them, a node that died uncleanly
+        # comes back as the leader of its partitions only after an unclean recovery,
+        # seconds after its transaction coordinator has started again; the coordinator
+        # skips the markers of a leaderless partition as deleted, so a transaction that
+        # committed during the outage can stay open on it for good, and read_committed
+        # readers stop at its last stable offset (KAFKA-20716;
+        # tests/reliability/test_broker_outage.py saw it). Without them, a lone node
+        # stays in its partitions' ISR and leads them as soon as it is back.
+        features = ["--feature", "eligible.leader.replicas.version=0"]
         # `--cluster-id=...` in one argument: an id may begin with "-".
         result = subprocess.run(
-            [java, "-cp", classpath, "kafka.tools.StorageTool", "format", *quorum,
+            [java, "-cp", classpath, "kafka.tools.StorageTool", "format", *quorum, *features,
              f"--cluster-id={cluster_id}", "-c", str(self._properties)],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip

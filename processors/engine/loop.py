@@ -302,8 +302,9 @@ class Worker:
 
     def _abort(self, exception: KafkaException) -> None:
         """Abort the batch's transaction (raises _Aborted), or start over when the producer
-        failed fatally (raises _StartedOver); EngineError when fenced or when the broker
-        refused too many batches in a row."""
+        failed fatally (raises _StartedOver); EngineError when fenced within the
+        transaction timeout (another worker took over) or when the broker refused too many
+        batches in a row."""
         error = kafka.kafka_error(exception)
         self._failed_batches += 1
         self.metrics.aborted.inc()
@@ -322,11 +323,14 @@ class Worker:
                 error = kafka.kafka_error(abort_exception)
                 if error is None or not error.fatal():
                     raise EngineError(f"aborting the transaction failed: {error}") from None
-        if error.code() in FENCED:
+        if error.code() in FENCED and not self.transactions.outlived_timeout():
             raise EngineError(
                 f"the producer was fenced ({error}): another worker with this "
                 "WAPIPE_PROCESSOR_INSTANCE took over"
             ) from exception
+        # Fenced after the transaction timeout: the coordinator aborted our transaction and
+        # bumped the producer's epoch (KIP-360), which librdkafka reports as fenced; seen
+        # after a broker outage longer than the timeout. A new producer goes on.
         self._start_over(error)
         raise _StartedOver from exception
 

@@ -12,7 +12,10 @@ One librdkafka fault is guarded against: after a broker outage,
 own timeout for good (librdkafka issues 5456 and 5511, seen here in
 tests/reliability/test_broker_outage.py). The call runs on a thread of its own and
 is given up on after its timeout and a margin, as a fatal error: the worker then
-starts over with a new producer, which fences the stuck one.
+starts over with a new producer, which fences the stuck one. And a transaction left
+open through an outage longer than the transaction timeout is aborted by the
+coordinator, which bumps the producer's epoch: librdkafka then reports the producer
+as fenced, though no other worker took over (`outlived_timeout`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Transactions:
         self.waiting, self.stopping = waiting, stopping
         self.producer = kafka.producer(options)
         self._offsets_sender = _Caller("send-offsets")
+        self._began = time.monotonic()
 
     def init(self) -> None:
         retrying(lambda: self.producer.init_transactions(self.timeout), "init_transactions",
@@ -68,6 +72,12 @@ class Transactions:
 
     def begin(self) -> None:
         self.producer.begin_transaction()
+        self._began = time.monotonic()
+
+    def outlived_timeout(self) -> bool:
+        """Whether the transaction in hand has been open longer than the transaction
+        timeout: the coordinator may have aborted it by then (a broker away that long)."""
+        return time.monotonic() - self._began > self.options.transaction_timeout_ms / 1000
 
     def produce(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
