@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,12 +144,21 @@ async def test_a_three_node_cluster_keeps_taking_acks_all_writes_with_a_node_kil
     assert not any(node.status().running for node in cluster)
 
 
-async def _describe(bootstrap: str, topic: str) -> tuple[list[dict[str, Any]], str]:
-    """The topic's partitions (leader, replicas, isr) and its min.insync.replicas."""
+async def _describe(
+    bootstrap: str, topic: str, within: float = 30.0
+) -> tuple[list[dict[str, Any]], str]:
+    """The topic's partitions (leader, replicas, isr) and its min.insync.replicas, once
+    the broker asked knows them: a new topic reaches each broker's metadata a moment
+    after the controller created it (CI 4 described one without partitions)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
+    deadline = time.monotonic() + within
     try:
         (described,) = await admin.describe_topics([topic])
+        while not described["partitions"]:
+            assert time.monotonic() < deadline, f"no partitions of {topic} in {within:.0f} s"
+            await asyncio.sleep(0.2)
+            (described,) = await admin.describe_topics([topic])
         (response,) = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": ""})]
         )
