@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from ingest.app import PUBLISHER, WEBHOOK_PATH, create_app
 from ingest.publisher import Publisher
-from wapipe.local_kafka import LocalBroker
+from wapipe.local_kafka import LocalBroker, free_port
 from wapipe.settings import Settings
 from wapipe.topics import RAW, TopicSpec, create_topics
 
@@ -38,13 +37,6 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "tests" / "fixtures" / "examples"
 # Read before any test clears the environment: the one setting tests honour.
 _EXPLICIT_BOOTSTRAP = os.environ.get("WAPIPE_KAFKA_BOOTSTRAP")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def example_files() -> list[Path]:

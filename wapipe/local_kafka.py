@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import port_for
 from aiokafka.admin import AIOKafkaAdminClient
 
 from wapipe.settings import Settings
@@ -499,11 +500,22 @@ def probe(bootstrap: str, timeout: float = 5.0) -> str | None:
 
 
 def free_port() -> int:
-    """A loopback TCP port that nothing listens on (now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback TCP port that nothing listens on (now) and no other call returned.
+
+    Not `bind(("127.0.0.1", 0))`: that port is the kernel's to hand out again, to the next
+    bind to port 0 of any process, and the ports beside it (`wapipe run` gives its workers
+    consecutive ports) to any outgoing connection, such as a Kafka client's, before the
+    server that was meant to listen there starts. port-for picks from the ports outside
+    the ephemeral range, which only an explicit bind takes. The neighbours of a port
+    returned are kept back too, for the consecutive ports.
+    """
+    port = port_for.select_random(exclude_ports=_handed_out)
+    _handed_out.update(range(port - _NEIGHBOURS, port + _NEIGHBOURS + 1))
+    return port
+
+
+_NEIGHBOURS = 8  # more than `wapipe run` has workers
+_handed_out: set[int] = set()
 
 
 def _port_open(port: int) -> bool:

@@ -47,7 +47,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -67,7 +66,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from ingest.envelope import record_key  # noqa: E402
-from wapipe.local_kafka import LocalBroker  # noqa: E402
+from wapipe.local_kafka import LocalBroker, free_port  # noqa: E402
 from wapipe.settings import Settings  # noqa: E402
 from wapipe.topics import MESSAGE_STATE, RAW, create_topics  # noqa: E402
 
@@ -255,16 +254,9 @@ def start_broker() -> tuple[LocalBroker | None, str]:
     return broker, broker.bootstrap
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def worker_environment(settings: Settings, home: Path) -> tuple[dict[str, str], int]:
     """The environment of a `wapipe process` worker for `settings`, and its web port."""
-    port = unused_port()
+    port = free_port()
     environment = {**os.environ, "WAPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
                    "WAPIPE_TOPIC_PREFIX": settings.topic_prefix,
                    "WAPIPE_TOPIC_PARTITIONS": str(settings.topic_partitions),
@@ -511,7 +503,7 @@ def _faust_floor(settings: Settings, python: Path, events: int, send: bool) -> f
                 [str(python), str(REPO / "bench/processors/faust_floor.py"),
                  "--bootstrap", settings.kafka_bootstrap,
                  "--topic", RAW.name(settings.topic_prefix), "--events", str(events),
-                 "--state-dir", state, "--web-port", str(unused_port()),
+                 "--state-dir", state, "--web-port", str(free_port()),
                  *(["--send", out] if send else [])],
                 stdout=subprocess.PIPE, timeout=_TIMEOUT_SECONDS, check=False,
             )  # fmt: skip

@@ -47,6 +47,7 @@ from ingest.app import TOKEN_PATH, WEBHOOK_PATH
 from ingest.auth import sign
 from processors.normalize.rules import Normalized, event_time_limit, normalize
 from wapipe import topics
+from wapipe.local_kafka import free_port
 from wapipe.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -71,13 +72,6 @@ BURST = 32
 RSS_GROWTH_BOUND_KIB = 64 * 1024
 
 RESULTS: Counter[str] = Counter()  # operation, mode and status of every fuzz case, for -s
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
