@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from processors.funnel.rate_card import RateCard
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -270,6 +280,12 @@ class Settings(BaseSettings):
         description="Messages a sub-account's window needs before a rate alert (so 1 failure "
         "of 2 messages is no spike).",
     )
+    billing_rate_card: Path | None = Field(
+        None,
+        description="CSV rate card (country,category,price,currency per line) that gives "
+        "whatsapp.billing its estimated costs; unset, the counts come without costs. "
+        "deploy/billing/rate-card.example.csv shows the format (its prices are examples).",
+    )
     template_pause_hours: HoursList = Field(
         (3, 6),
         description="Pause of a template at RED strike 1, 2, ... in hours, comma-separated "
@@ -316,6 +332,26 @@ class Settings(BaseSettings):
     @classmethod
     def _split_hours(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    _rate_card: RateCard | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _load_rate_card(self) -> Settings:
+        # Read at start-up, whichever process reads the settings: a bad card stops it with
+        # every bad line named, not the funnel worker at its first delivered message.
+        from processors.funnel.rate_card import load_rate_card
+
+        if self.billing_rate_card is not None:
+            try:
+                self._rate_card = load_rate_card(self.billing_rate_card)
+            except ValueError as error:
+                raise ValueError(f"WAPIPE_BILLING_RATE_CARD: {error}") from None
+        return self
+
+    @property
+    def rate_card(self) -> RateCard | None:
+        """The rate card of WAPIPE_BILLING_RATE_CARD, read and checked at start-up."""
+        return self._rate_card
 
     @model_validator(mode="after")
     def _check_template_pauses(self) -> Settings:
@@ -395,8 +431,9 @@ def describe_validation_error(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
         field = ".".join(str(part) for part in problem["loc"] if isinstance(part, str))
-        variable = f"WAPIPE_{field.upper()}" if field else "settings"
-        lines.append(f"{variable}: {problem['msg']}")
+        # A model validator's message names its variables itself.
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"WAPIPE_{field.upper()}: {message}" if field else message)
     if len(lines) == 1:  # one line for the usual case, one bad variable
         return f"invalid configuration: {lines[0]}"
     return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -71,6 +71,12 @@ MESSAGE_STATE = TopicSpec(
 FUNNEL = TopicSpec(
     "funnel", "subAccountId", "windowed delivery-funnel aggregates", retention_days=30
 )
+BILLING = TopicSpec(
+    "billing",
+    "subAccountId",
+    "delivered messages per window, country and pricing category",
+    retention_days=30,
+)
 TEMPLATE_STATE = TopicSpec(
     "template_state",
     "templateId",
@@ -123,13 +129,14 @@ CHANGELOGS: tuple[TopicSpec, ...] = (
     changelog("funnel", "messages"),
     changelog("funnel", "windows"),
     changelog("funnel", "subaccount_windows"),
+    changelog("funnel", "billing"),
     changelog("templates", "templates"),
     changelog("phones", "phones"),
 )
 
 TOPICS: tuple[TopicSpec, ...] = (
     RAW, INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT,
-    MESSAGE_STATE, FUNNEL, TEMPLATE_STATE, PHONE_STATE, ALERTS, DEADLETTER,
+    MESSAGE_STATE, FUNNEL, BILLING, TEMPLATE_STATE, PHONE_STATE, ALERTS, DEADLETTER,
     FUNNEL_REPLIES, FUNNEL_DELTAS, *CHANGELOGS,
 )  # fmt: skip
 

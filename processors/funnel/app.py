@@ -11,7 +11,8 @@ partition p of the tables), thin wiring around `batch`'s two folds:
   window, to `<prefix>.funnel.deltas` keyed by sub-account;
 - `<prefix>.funnel.deltas`: summed into the windows' totals (`windows` table) and
   the sub-accounts' windows (`subaccount_windows`, for the rate alerts); each
-  touched window's total goes to `whatsapp.funnel`, new alerts to `whatsapp.alerts`.
+  touched window's total goes to `whatsapp.funnel`, new alerts to `whatsapp.alerts`;
+  the billing windows' deltas, summed into `billing`, go to `whatsapp.billing`.
 
 Every hop commits in its batch's transaction with the offsets it read, so each
 reply, delta and total is written once: plain sums are exact (`batch` says why).
@@ -31,6 +32,7 @@ from processors.alerts import alert_value
 from processors.dead_letters import poison_letter
 from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text, record_time_ms
 from processors.funnel.batch import MessageFold, SubAccountWindow, TotalsFold
+from processors.funnel.billing import BillingKey, billing_record, sum_deltas
 from processors.funnel.metrics import FunnelMetrics, WindowGauges
 from processors.funnel.rate_alerts import RateThresholds, subaccount_key
 from processors.funnel.state import (
@@ -49,6 +51,7 @@ from wapipe.settings import Settings
 
 _GAUGE_SWEEP_SECONDS = 10.0
 _MESSAGES, _WINDOWS, _SUBACCOUNTS = "messages", "windows", "subaccount_windows"
+_BILLING = "billing"
 
 
 class FunnelJob:
@@ -67,10 +70,13 @@ class FunnelJob:
             Table(_MESSAGES, ttl_days=settings.message_state_days),
             Table(_WINDOWS, ttl_days=window_days),  # window id -> its total counts
             Table(_SUBACCOUNTS, ttl_days=window_days),  # -> {"counts", "alerted"}
+            Table(_BILLING, ttl_days=window_days),  # billing window id -> its total counts
         )
         self.timers = (Timer(_GAUGE_SWEEP_SECONDS, self.sweep_gauges),)
         self.message_state = topics.MESSAGE_STATE.name(prefix)
         self.funnel = topics.FUNNEL.name(prefix)
+        self.billing = topics.BILLING.name(prefix)
+        self.rate_card = settings.rate_card
         self.alerts = topics.ALERTS.name(prefix)
         self.deadletter = topics.DEADLETTER.name(prefix)
         self.final_after = timedelta(days=settings.funnel_window_days)
@@ -128,16 +134,24 @@ class FunnelJob:
                        timestamp_ms=canonical.timestamp_ms(state.last_event_at))  # fmt: skip
             messages.put(key, dump_state(state))
         deltas, late_changes = fold.window_deltas()
-        for window, counts in deltas.items():
-            batch.send(self.deltas, window.sub_account_id.encode(),
-                       orjson.dumps({"window": window.encode(), "counts": counts}),
-                       timestamp_ms=canonical.timestamp_ms(window.start))  # fmt: skip
+        billing_deltas, late_billing = fold.billing_deltas()
+        for kind, changed in (("window", deltas), ("billing", billing_deltas)):
+            for window, counts in changed.items():
+                batch.send(self.deltas, window.sub_account_id.encode(),
+                           orjson.dumps({kind: window.encode(), "counts": counts}),
+                           timestamp_ms=canonical.timestamp_ms(window.start))  # fmt: skip
         self.metrics.merged.inc(len(observations))
         self.metrics.state_changes.inc(len(fold.changed))
-        self.metrics.late_changes.inc(late_changes)
+        self.metrics.late_changes.inc(late_changes + late_billing)
 
     def _sum_deltas(self, batch: PartitionBatch) -> None:
-        deltas = [_json(record) for record in batch.records]
+        deltas: list[dict[str, Any]] = []
+        billing: list[dict[str, Any]] = []
+        for message in batch.records:
+            delta = _json(message)
+            (billing if "billing" in delta else deltas).append(delta)
+        if billing:
+            self._sum_billing(batch, billing)
         windows, subaccounts = batch.table(_WINDOWS), batch.table(_SUBACCOUNTS)
         keys = [WindowKey.decode(delta["window"]) for delta in deltas]
         stored = windows.get_many({key.encode().encode() for key in keys})
@@ -168,6 +182,18 @@ class FunnelJob:
         for whole, subaccount in fold.touched_subaccounts.items():
             subaccounts.put(whole.encode(), orjson.dumps(subaccount))
         self.metrics.window_records.inc(len(fold.totals))
+
+    def _sum_billing(self, batch: PartitionBatch, deltas: list[dict[str, Any]]) -> None:
+        table = batch.table(_BILLING)
+        stored = table.get_many({delta["billing"].encode() for delta in deltas})
+        known = {key.decode(): orjson.loads(value) for key, value in stored.items() if value}
+        totals = sum_deltas(known, ((delta["billing"], delta["counts"]) for delta in deltas))
+        for window_id, counts in totals.items():
+            key = BillingKey.decode(window_id)
+            record = billing_record(key, counts, self.rate_card)
+            batch.send(self.billing, key.sub_account_id.encode(), orjson.dumps(record),
+                       timestamp_ms=canonical.timestamp_ms(key.start))  # fmt: skip
+            table.put(window_id.encode(), orjson.dumps(counts))
 
 
 def create_job(settings: Settings, registry: CollectorRegistry) -> FunnelJob:

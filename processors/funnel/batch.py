@@ -15,15 +15,17 @@ the sum of every delta of its window, written in the transaction that read them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from processors.alerts import Alert
+from processors.funnel.billing import BillingKey, billing_contributions
 from processors.funnel.rate_alerts import RateThresholds, rate_alerts, subaccount_key
 from processors.funnel.state import MessageState, Observation, merge
 from processors.funnel.windows import (
     Counts,
+    K,
     WindowKey,
     add_counts,
     changes,
@@ -46,17 +48,27 @@ class MessageFold:
             self.changed[umid] = after
 
     def window_deltas(self) -> tuple[dict[WindowKey, Counts], int]:
-        """The batch's change to each window, and how many changes were dropped because
-        their window was final. A message's changes over the batch add up to
-        `contributions(last) - contributions(first)` (each step's `after - before`
-        telescopes), so each changed message is compared once, its receipts of the
-        batch merged first: a message's sent, delivered and read often come together."""
-        deltas: dict[WindowKey, Counts] = {}
+        """The batch's change to each funnel window, and how many changes were dropped
+        because their window was final."""
+        return self._deltas(contributions)
+
+    def billing_deltas(self) -> tuple[dict[BillingKey, Counts], int]:
+        """The batch's change to each billing window, and how many were dropped (final)."""
+        return self._deltas(billing_contributions)
+
+    def _deltas(
+        self, contribute: Callable[[MessageState], dict[K, Counts]]
+    ) -> tuple[dict[K, Counts], int]:
+        """A message's changes over the batch add up to `contribute(last) -
+        contribute(first)` (each step's `after - before` telescopes), so each changed
+        message is compared once, its receipts of the batch merged first: a message's
+        sent, delivered and read often come together."""
+        deltas: dict[K, Counts] = {}
         late = 0
         for umid, after in self.changed.items():
             before = self.stored.get(umid)
-            contributed = contributions(before) if before is not None else {}
-            for key, change in changes(contributed, contributions(after)).items():
+            contributed = contribute(before) if before is not None else {}
+            for key, change in changes(contributed, contribute(after)).items():
                 if is_final(key, self.now, self.final_after):
                     late += 1
                     continue

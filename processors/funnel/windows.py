@@ -17,14 +17,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 from processors.funnel.state import FAILURE_STATES, Attribute, MessageState
 from processors.normalize import canonical
 
+
+class Window(Protocol):
+    """A window of any kind: the funnel's `WindowKey`, billing's `BillingKey`."""
+
+    @property
+    def size(self) -> str: ...
+
+    @property
+    def start(self) -> str: ...
+
+
+K = TypeVar("K", bound=Window)  # a window's key: WindowKey, BillingKey
 Counts = dict[str, int]  # "sent", "delivered", ..., "ttd:<le>", "ttr:<le>", "error:<code>"
 
-WINDOW_SECONDS = {"1m": 60, "1h": 3_600}
+WINDOW_SECONDS = {"1m": 60, "1h": 3_600}  # the funnel's window sizes
+SIZE_SECONDS = {**WINDOW_SECONDS, "1d": 86_400}  # every window size (billing has 1h and 1d)
 STAGES = ("sent", "delivered", "read", "replied", "undelivered")
 # Upper bounds (seconds) of the time-to-deliver and time-to-read buckets: from a
 # second to the 10 days read receipts keep coming after delivery.
@@ -48,32 +61,34 @@ class WindowKey(NamedTuple):
     def encode(self) -> str:
         """The window's id: stable, readable, and the key of the windows tables. A `|`
         or `%` inside a value (sub-account ids are free text) is percent-escaped."""
-        return _SEPARATOR.join(_escape(value) for value in (
-            self.size, self.start, self.sub_account_id, self.country, self.template_category
-        ))  # fmt: skip
+        return encode_id(*self)
 
     @classmethod
     def decode(cls, text: str) -> WindowKey:
-        size, start, sub_account_id, country, category = (
-            _unescape(value) for value in text.split(_SEPARATOR)
-        )
-        return cls(size, start, sub_account_id, country, category)
+        return cls(*decode_id(text))
 
     @property
     def end(self) -> str:
-        start = canonical.parse_timestamp(self.start, "windowStart")
-        return canonical.format_timestamp(start + timedelta(seconds=WINDOW_SECONDS[self.size]))
+        return window_end(self.start, self.size)
+
+
+def window_end(start: str, size: str) -> str:
+    """The end (exclusive) of the `size` window starting at `start`."""
+    return canonical.format_timestamp(_window_end(start, size))
 
 
 def window_start(at: str, size: str) -> str:
     """The start of the `size` window holding the canonical time `at` (string arithmetic:
     canonical times are `YYYY-MM-DDTHH:MM:SS.mmmZ`)."""
-    return at[:17] + "00.000Z" if size == "1m" else at[:14] + "00:00.000Z"
+    if size == "1m":
+        return at[:17] + "00.000Z"
+    return at[:14] + "00:00.000Z" if size == "1h" else at[:11] + "00:00:00.000Z"
 
 
 def contributions(state: MessageState) -> dict[WindowKey, Counts]:
     """What `state` adds to each window: one entry per window it made a transition in."""
-    dims = (_dim(state.sub_account_id), _dim(state.country), _dim(state.template_category))
+    sub_account, country = dimension(state.sub_account_id), dimension(state.country)
+    dims = (sub_account, country, dimension(state.template_category))
     windows: dict[WindowKey, Counts] = {}
 
     def add(at: str, counts: Counts) -> None:
@@ -99,11 +114,9 @@ def contributions(state: MessageState) -> dict[WindowKey, Counts]:
     return windows
 
 
-def changes(
-    before: Mapping[WindowKey, Counts], after: Mapping[WindowKey, Counts]
-) -> dict[WindowKey, Counts]:
+def changes(before: Mapping[K, Counts], after: Mapping[K, Counts]) -> dict[K, Counts]:
     """`after - before` per window, without the windows that do not change."""
-    result: dict[WindowKey, Counts] = {}
+    result: dict[K, Counts] = {}
     for key in before.keys() | after.keys():
         difference = subtract(after.get(key, {}), before.get(key, {}))
         if difference:
@@ -124,7 +137,7 @@ def subtract(left: Mapping[str, int], right: Mapping[str, int]) -> Counts:
     return add_counts(left, {name: -count for name, count in right.items()})
 
 
-def is_final(key: WindowKey, now: datetime, final_after: timedelta) -> bool:
+def is_final(key: Window, now: datetime, final_after: timedelta) -> bool:
     """Whether window `key` is final at wall-clock time `now`: `final_after` past its end.
 
     A final window takes no more changes (a webhook delayed by days, or an old
@@ -137,7 +150,7 @@ def is_final(key: WindowKey, now: datetime, final_after: timedelta) -> bool:
 
 @lru_cache(maxsize=4096)  # a batch touches few windows, many times each
 def _window_end(start: str, size: str) -> datetime:
-    return canonical.parse_timestamp(start, "windowStart") + timedelta(seconds=WINDOW_SECONDS[size])
+    return canonical.parse_timestamp(start, "windowStart") + timedelta(seconds=SIZE_SECONDS[size])
 
 
 # --- the record of whatsapp.funnel ----------------------------------------------------------------
@@ -226,6 +239,15 @@ def _parse(at: str) -> datetime:
     return canonical.parse_timestamp(at, "at")
 
 
+def encode_id(*values: str) -> str:
+    """A window's id: its values joined with `|`, a `|` or `%` inside one percent-escaped."""
+    return _SEPARATOR.join(_escape(value) for value in values)
+
+
+def decode_id(text: str) -> list[str]:
+    return [_unescape(value) for value in text.split(_SEPARATOR)]
+
+
 def _escape(value: str) -> str:
     return value.replace("%", "%25").replace(_SEPARATOR, "%7C")
 
@@ -234,5 +256,5 @@ def _unescape(value: str) -> str:
     return value.replace("%7C", _SEPARATOR).replace("%25", "%")
 
 
-def _dim(attribute: Attribute | None) -> str:
+def dimension(attribute: Attribute | None) -> str:
     return UNKNOWN if attribute is None else attribute.value

@@ -1,4 +1,5 @@
-"""The funnel's topic schemas (message_state, funnel) against the records the funnel writes.
+"""The funnel's topic schemas (message_state, funnel, billing) against the records the funnel
+writes.
 
 Like the normalized topics' schemas (test_topic_schemas.py), these are the contract of our
 own output and strict: every key of `message_state_value` / `funnel_record` is required,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import reduce
 from typing import Any
 
@@ -31,6 +33,8 @@ from topic_records import (
 
 import schemas
 from processors.funnel import windows
+from processors.funnel.billing import BillingKey, billing_contributions, billing_record
+from processors.funnel.rate_card import Rate, RateCard
 from processors.funnel.state import (
     FAILURE_STATES,
     REPLIED,
@@ -46,7 +50,10 @@ from wapipe import topics
 
 MESSAGE_STATE = topics.MESSAGE_STATE.suffix
 FUNNEL = topics.FUNNEL.suffix
-SUFFIXES = (MESSAGE_STATE, FUNNEL)
+BILLING = topics.BILLING.suffix
+SUFFIXES = (MESSAGE_STATE, FUNNEL, BILLING)
+CARD = RateCard({("ID", "marketing"): Rate(Decimal("0.0400"), "USD"),
+                 ("*", "utility"): Rate(Decimal("0"), "EUR")})  # fmt: skip
 RECEIPT_STATES = ("queued", "sent", "delivered", "read", "undelivered", "rejected", "failed")
 BUCKET_LABELS = [*(str(bound) for bound in windows.TIME_BUCKETS), "+Inf"]
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -120,6 +127,13 @@ def test_funnel_required_are_the_record_keys() -> None:
     assert len(document["required"]) == len(set(document["required"]))
     assert set(document["required"]) == set(keys)
     assert set(document["properties"]) == set(keys)
+
+
+def test_billing_required_are_the_record_keys() -> None:
+    document = schemas.load(f"topics/{BILLING}")
+    keys = list(billing_record(BillingKey("1h", at(0), "", "", ""), {}, None))
+    assert set(document["required"]) == set(document["properties"]) == set(keys)
+    assert document["properties"]["window"]["enum"] == ["1h", "1d"]
 
 
 def test_distribution_required_are_the_distribution_keys() -> None:
@@ -198,6 +212,21 @@ message_states = st.builds(
 def test_every_message_state_is_valid(state: MessageState) -> None:
     record = assert_valid(MESSAGE_STATE, message_state_value(state))
     assert record["lastEventAt"] is not None
+
+
+@settings(deadline=None)
+@given(st.lists(message_states, min_size=1, max_size=8), st.sampled_from([None, CARD]))
+def test_every_billing_total_is_valid(states: list[MessageState], card: RateCard | None) -> None:
+    totals: dict[BillingKey, Counts] = {}
+    for state in states:
+        for key, counts in billing_contributions(state).items():
+            totals[key] = add_counts(totals.get(key, {}), counts)
+    for key, counts in totals.items():
+        record = assert_valid(
+            BILLING, billing_record(BillingKey.decode(key.encode()), counts, card)
+        )
+        assert record["windowId"] == key.encode()
+        assert (record["estimatedCost"] is None) == (record["pricePerMessage"] is None)
 
 
 @settings(deadline=None)

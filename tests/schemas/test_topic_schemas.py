@@ -65,6 +65,7 @@ TOPIC_SCHEMA_NAMES = {f"topics/{suffix}" for suffix in RECORD_TOPICS.values()} |
     "topics/common",
     "topics/message_state",
     "topics/funnel",
+    "topics/billing",
     "topics/template_state",
     "topics/alerts",
     "topics/phone_state",
