@@ -280,6 +280,13 @@ class Settings(BaseSettings):
         description="Messages a sub-account's window needs before a rate alert (so 1 failure "
         "of 2 messages is no spike).",
     )
+    service_window_failures_alert: int = Field(
+        10,
+        ge=0,
+        description="SERVICE_WINDOW_FAILURES when a sub-account's funnel window (of "
+        "WAPIPE_FUNNEL_ALERT_WINDOW) has more free-form messages than this that failed because "
+        "the customer's 24-hour service window was closed.",
+    )
     billing_rate_card: Path | None = Field(
         None,
         description="CSV rate card (country,category,price,currency per line) that gives "

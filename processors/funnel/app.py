@@ -85,6 +85,7 @@ class FunnelJob:
             failure_rate=settings.funnel_failure_rate_alert,
             read_rate=settings.funnel_read_rate_alert,
             min_volume=settings.funnel_alert_min_volume,
+            service_window_failures=settings.service_window_failures_alert,
         )
 
     def process(self, batch: PartitionBatch) -> None:

@@ -18,6 +18,11 @@ from processors.funnel.windows import QUANTILES, STAGES, WINDOW_SECONDS, WindowK
 from processors.normalize import canonical
 
 _DIMENSIONS = ["window", "sub_account_id", "country", "template_category"]
+# The `stage` label of wapipe_funnel_window_messages: the transitions, and the free-form
+# messages sent outside the customer's service window (and of those, the failed ones).
+_STAGES = {**{stage: stage for stage in STAGES},
+           "freeform_outside_window": "freeformOutsideWindow",
+           "freeform_outside_window_failed": "freeformOutsideWindowFailed"}  # fmt: skip
 _RATES = {"delivery": "deliveryRate", "read": "readRate", "reply": "replyRate",
           "failure": "failureRate"}  # fmt: skip
 
@@ -72,7 +77,9 @@ class WindowGauges:
         )
         self.messages = gauge(
             "wapipe_funnel_window_messages",
-            "Messages making each funnel transition in the current window.",
+            "Messages making each funnel transition in the current window; also "
+            "freeform_outside_window: free-form messages sent outside the customer's 24-hour "
+            "service window, and freeform_outside_window_failed: those of them that failed.",
             "stage",
         )
         self.rate = gauge(
@@ -117,8 +124,8 @@ class WindowGauges:
             self._remove(labels)
         start = canonical.parse_timestamp(key.start, "windowStart")
         self.start.labels(*labels).set(start.timestamp())
-        for stage in STAGES:
-            self.messages.labels(*labels, stage).set(record[stage])  # type: ignore[arg-type]
+        for stage, field in _STAGES.items():
+            self.messages.labels(*labels, stage).set(record[field])  # type: ignore[arg-type]
         for rate, field in _RATES.items():
             value = record[field]
             self.rate.labels(*labels, rate).set(float("nan") if value is None else value)  # type: ignore[arg-type]
@@ -154,7 +161,7 @@ class WindowGauges:
     def _remove(self, labels: tuple[str, ...]) -> None:
         _, codes = self._current.pop(labels)
         self.start.remove(*labels)
-        for stage in STAGES:
+        for stage in _STAGES:
             self.messages.remove(*labels, stage)
         for rate in _RATES:
             self.rate.remove(*labels, rate)

@@ -1,4 +1,5 @@
-"""Rate alerts on a sub-account's funnel window: failure spikes and read-rate drops.
+"""Rate alerts on a sub-account's funnel window: failure spikes, read-rate drops, and
+free-form messages failing for want of an open customer-service window.
 
 A sub-account's window is the sum of its windows per country and template
 category (`subaccount_key` names it). An alert needs a minimum volume, so one failure
@@ -21,6 +22,7 @@ class RateThresholds:
     failure_rate: float = 0.2  # undelivered / (delivered + undelivered) at or above: a spike
     read_rate: float = 0.3  # read / delivered at or below: a drop
     min_volume: int = 50  # messages with an outcome (failure) or delivered (read) at least
+    service_window_failures: int = 10  # free-form sends failed outside the window: more is alerted
 
 
 def subaccount_key(key: WindowKey) -> WindowKey:
@@ -66,5 +68,16 @@ def rate_alerts(key: WindowKey, counts: Mapping[str, int], limits: RateThreshold
             f"messages read in the {key.size} window from {key.start}.",
             {**window, "readRate": read_rate, "threshold": limits.read_rate,
              "delivered": delivered, "read": record["read"]},
+        ))  # fmt: skip
+    failed = int(record["freeformOutsideWindowFailed"])  # type: ignore[call-overload]
+    if failed > limits.service_window_failures:
+        alerts.append(Alert(
+            make_id("SERVICE_WINDOW_FAILURES", sub_account, f"{key.size}|{key.start}"),
+            "SERVICE_WINDOW_FAILURES", "warning", key.start, subject,
+            f"Sub-account {sub_account}: {failed} free-form messages failed in the {key.size} "
+            f"window from {key.start} because the customer's 24-hour service window was "
+            "closed: send a template to customers who have not written in the last 24 hours.",
+            {**window, "failed": failed, "threshold": limits.service_window_failures,
+             "sentOutsideWindow": record["freeformOutsideWindow"]},
         ))  # fmt: skip
     return alerts

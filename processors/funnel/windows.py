@@ -35,6 +35,11 @@ class Window(Protocol):
 
 K = TypeVar("K", bound=Window)  # a window's key: WindowKey, BillingKey
 Counts = dict[str, int]  # "sent", "delivered", ..., "ttd:<le>", "ttr:<le>", "error:<code>"
+# Free-form messages sent outside the customer's 24-hour service window, and those of
+# them that failed: counted by the conversations job (processors/conversations), which
+# sends its changes to the funnel's deltas.
+FREEFORM_OUTSIDE = "freeform_outside"
+FREEFORM_OUTSIDE_FAILED = "freeform_outside_failed"
 
 WINDOW_SECONDS = {"1m": 60, "1h": 3_600}  # the funnel's window sizes
 SIZE_SECONDS = {**WINDOW_SECONDS, "1d": 86_400}  # every window size (billing has 1h and 1d)
@@ -176,6 +181,8 @@ def funnel_record(key: WindowKey, counts: Mapping[str, int]) -> dict[str, object
         "failureRate": _ratio(undelivered, delivered + undelivered),
         "timeToDeliverSeconds": distribution(counts, "ttd"),
         "timeToReadSeconds": distribution(counts, "ttr"),
+        "freeformOutsideWindow": counts.get(FREEFORM_OUTSIDE, 0),
+        "freeformOutsideWindowFailed": counts.get(FREEFORM_OUTSIDE_FAILED, 0),
         "undeliveredByErrorCode": {
             (name.split(":", 1)[1] or "unknown"): count
             for name, count in sorted(counts.items())

@@ -53,3 +53,16 @@ def test_below_the_minimum_volume_or_the_thresholds_no_alert() -> None:
 def test_only_the_configured_window_size() -> None:
     minute = WindowKey("1m", HOUR.start, "acme", "", "")
     assert rate_alerts(minute, {"delivered": 40, "undelivered": 60}, LIMITS) == []
+
+
+def test_more_free_form_failures_outside_the_service_window_than_the_threshold() -> None:
+    limits = RateThresholds(service_window_failures=10)
+    at_threshold = {"freeform_outside": 30, "freeform_outside_failed": 10}
+    assert rate_alerts(HOUR, at_threshold, limits) == []  # more than 10, not 10
+    [alert] = rate_alerts(HOUR, {"freeform_outside": 30, "freeform_outside_failed": 11}, limits)
+    assert (alert.type, alert.severity) == ("SERVICE_WINDOW_FAILURES", "warning")
+    assert alert.alert_id == f"SERVICE_WINDOW_FAILURES|acme|1h|{HOUR.start}"
+    assert (alert.details["failed"], alert.details["sentOutsideWindow"]) == (11, 30)
+    # No minimum volume: each such failure is a message the customer never got.
+    assert rate_alerts(HOUR, {"freeform_outside_failed": 1},
+                       RateThresholds(service_window_failures=0)) != []  # fmt: skip
