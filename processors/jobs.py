@@ -19,6 +19,7 @@ JOBS: dict[str, str] = {
     "funnel": "processors.funnel.app",
     "templates": "processors.templates.app",
     "phones": "processors.phones.app",
+    "conversations": "processors.conversations.app",
 }
 
 

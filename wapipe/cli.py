@@ -119,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
         help="start the local stack in the foreground: broker, topics, ingester, workers",
         description="Start a local broker (unless WAPIPE_KAFKA_BOOTSTRAP is set), create the "
         "topics, start the ingester (WAPIPE_INGEST_PORT) and the processor workers (web ports "
-        "WAPIPE_PROCESSOR_WEB_PORT and the next three: 6066-6069 by default), and stay in the "
+        "WAPIPE_PROCESSOR_WEB_PORT and the next ones, one per job: 6066-6070 by default), and "
+        "stay in the "
         "foreground. Each service logs to WAPIPE_HOME/logs/<service>.log (`wapipe logs`); "
         "the terminal shows each service as it becomes ready, a summary, then only errors "
         "and exits. A service that exits stops everything; Ctrl-C stops everything this "
@@ -213,7 +214,7 @@ partitions (from the broker), its lag per source topic (the end a read_committed
 sees minus the group's committed offsets), events/s and the age of its last commit
 (from its worker's /metrics), restore progress; for the ingester, /readyz and the
 spool's depth. Workers and ingester are looked for where `wapipe run` puts them
-(WAPIPE_PROCESSOR_WEB_PORT and the next three, WAPIPE_INGEST_PORT) unless --worker or
+(WAPIPE_PROCESSOR_WEB_PORT and the next ones, WAPIPE_INGEST_PORT) unless --worker or
 --ingester say otherwise.
 
 Events/s: over --sample seconds (two scrapes), or over the last minute with --watch.

@@ -185,8 +185,8 @@ class Settings(BaseSettings):
         ge=1,
         le=65535,
         description="Port of a processor worker's web server. `wapipe run` gives its workers "
-        "this port and the next three (normalize, funnel, templates, phones); `wapipe status` "
-        "looks for them there.",
+        "this port and the next ones, one per job (normalize, funnel, templates, phones, "
+        "conversations); `wapipe status` looks for them there.",
     )
     processor_batch_size: int = Field(
         2000,
@@ -247,7 +247,8 @@ class Settings(BaseSettings):
         ge=30,
         le=400,
         description="How long the funnel keeps a message's state after its last event "
-        "(a delivery can follow `sent` by a 30-day time-to-live; reads come 10 days later).",
+        "(a delivery can follow `sent` by a 30-day time-to-live; reads come 10 days later), "
+        "and the conversations job a customer's service windows and the messages sent to them.",
     )
     funnel_window_days: int = Field(
         2,

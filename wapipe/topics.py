@@ -77,6 +77,13 @@ BILLING = TopicSpec(
     "delivered messages per window, country and pricing category",
     retention_days=30,
 )
+SERVICE_WINDOWS = TopicSpec(
+    "service_windows",
+    "subAccountId|customer",
+    "when each customer's 24-hour service window closes",
+    cleanup_policy=CleanupPolicy.COMPACT,
+    retention_days=None,
+)
 TEMPLATE_STATE = TopicSpec(
     "template_state",
     "templateId",
@@ -112,6 +119,13 @@ FUNNEL_DELTAS = TopicSpec(
     "funnel.deltas", "subAccountId", "each batch's changes to the funnel windows (internal)"
 )
 
+# Internal to the conversations job: customers' inbound messages and our receipts,
+# re-keyed by their (sub-account, customer) pair, so that one partition holds a pair.
+CONVERSATIONS_EVENTS = TopicSpec(
+    "conversations.events", "subAccountId|customer",
+    "inbound messages and receipts keyed by (sub-account, customer) (internal)",
+)  # fmt: skip
+
 
 def changelog(job: str, table: str) -> TopicSpec:
     """The changelog of a table of a job on the stream engine: `<prefix>.<job>.<table>.
@@ -130,14 +144,15 @@ CHANGELOGS: tuple[TopicSpec, ...] = (
     changelog("funnel", "windows"),
     changelog("funnel", "subaccount_windows"),
     changelog("funnel", "billing"),
+    changelog("conversations", "pairs"),
     changelog("templates", "templates"),
     changelog("phones", "phones"),
 )
 
 TOPICS: tuple[TopicSpec, ...] = (
     RAW, INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT,
-    MESSAGE_STATE, FUNNEL, BILLING, TEMPLATE_STATE, PHONE_STATE, ALERTS, DEADLETTER,
-    FUNNEL_REPLIES, FUNNEL_DELTAS, *CHANGELOGS,
+    MESSAGE_STATE, FUNNEL, BILLING, SERVICE_WINDOWS, TEMPLATE_STATE, PHONE_STATE, ALERTS,
+    DEADLETTER, FUNNEL_REPLIES, FUNNEL_DELTAS, CONVERSATIONS_EVENTS, *CHANGELOGS,
 )  # fmt: skip
 
 

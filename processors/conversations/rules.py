@@ -13,10 +13,10 @@ idempotent:
   merged: a set union written one canonical way, whatever order built it;
 - `last_inbound_at` is the latest inbound time (a maximum);
 - each outbound message's facts merge per umid: its first-known time is its
-  earliest receipt (a minimum); it is free-form until any receipt shows it was
-  business-initiated (an AND); it failed for the window once any failure receipt
-  says so (an OR); its dimensions are the first non-null value by (time, value),
-  as in funnel/state.py.
+  earliest receipt, its sent time its earliest sent-or-later one (minimums); it is
+  free-form until any receipt shows it was business-initiated (an AND); it failed for
+  the window once any failure receipt says so (an OR); its dimensions are the first
+  non-null value by (time, value), as in funnel/state.py.
 
 Minimum, maximum, AND, OR, union and a total-order choice are each commutative,
 associative and idempotent, so the state, and every pure function of it
@@ -57,6 +57,7 @@ from processors.normalize import canonical
 from processors.normalize.records import InboundMessage, Receipt
 
 SERVICE_WINDOW = timedelta(hours=24)
+SENT_STATES = frozenset({"sent", "delivered", "read"})
 SERVICE_PRICING = "service"  # the one pricing category of a customer-initiated conversation
 WHATSAPP = "whatsapp"
 
@@ -107,6 +108,7 @@ class OutboundObservation:
     error_code: int | None = None
     provider_error_code: str | None = None
     failed: bool = False  # the receipt's state is rejected, undelivered or failed
+    sent: bool = False  # its state is sent, delivered or read: the message went out
     sub_account_id: str | None = None
     country: str | None = None
 
@@ -118,6 +120,9 @@ class Outbound:
     first_at: str  # its earliest receipt of any state: when it was sent, as far as we know
     free_form: bool  # no receipt showed it was business-initiated
     window_failure: bool  # a failure receipt said the customer window had expired
+    # Its earliest sent-or-later receipt: when a business-initiated message reached its
+    # customer, as the messaging limit counts it (processors/limits).
+    sent_at: str | None = None
     # The funnel windows' dimensions: the first non-null value by (time, value). The
     # template category is always unknown: a message that has one is no free-form one.
     sub_account_id: Attribute | None = None
@@ -167,6 +172,7 @@ def merge_outbound(
         first_at=min(base.first_at, at),
         free_form=base.free_form and free_form,
         window_failure=base.window_failure or window_failure,
+        sent_at=_earliest(base.sent_at, at) if observation.sent else base.sent_at,
         sub_account_id=_first(base.sub_account_id, at, observation.sub_account_id),
         country=_first(base.country, at, observation.country),
     )
@@ -220,6 +226,13 @@ def _holding(state: Conversation, at: str) -> Interval | None:
     if index >= 0 and at < state.intervals[index][1]:
         return state.intervals[index]
     return None
+
+
+def contact_times(state: Conversation) -> list[str]:
+    """When the business reached the pair's customer with a business-initiated message:
+    each such message's earliest sent-or-later receipt (the messaging limit's contacts)."""
+    return [message.sent_at for message in state.outbound.values()
+            if not message.free_form and message.sent_at is not None]  # fmt: skip
 
 
 # --- the record of whatsapp.service_windows -------------------------------------------------------
@@ -295,6 +308,7 @@ def observe_receipt(receipt: Receipt) -> OutboundObservation | None:
         error_code=receipt.error_code,
         provider_error_code=receipt.provider_error_code,
         failed=receipt.state in FAILURE_STATES,
+        sent=receipt.state in SENT_STATES,
         sub_account_id=receipt.sub_account_id,
         country=receipt.country,
     )
@@ -323,6 +337,10 @@ def load_conversation(data: bytes | str) -> Conversation:
 @lru_cache(maxsize=4096)  # an inbound message's time is merged once per redelivery
 def _window_end(at: str) -> str:
     return canonical.format_timestamp(canonical.parse_timestamp(at, "at") + SERVICE_WINDOW)
+
+
+def _earliest(known: str | None, at: str) -> str:
+    return at if known is None or at < known else known
 
 
 def _first(known: Attribute | None, at: str, value: str | None) -> Attribute | None:

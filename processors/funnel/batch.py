@@ -28,9 +28,8 @@ from processors.funnel.windows import (
     K,
     WindowKey,
     add_counts,
-    changes,
     contributions,
-    is_final,
+    summed_changes,
 )
 
 
@@ -63,21 +62,17 @@ class MessageFold:
         contribute(first)` (each step's `after - before` telescopes), so each changed
         message is compared once, its receipts of the batch merged first: a message's
         sent, delivered and read often come together."""
-        deltas: dict[K, Counts] = {}
-        late = 0
-        for umid, after in self.changed.items():
-            before = self.stored.get(umid)
-            contributed = contribute(before) if before is not None else {}
-            for key, change in changes(contributed, contribute(after)).items():
-                if is_final(key, self.now, self.final_after):
-                    late += 1
-                    continue
-                delta = add_counts(deltas.get(key, {}), change)
-                if delta:
-                    deltas[key] = delta
-                else:  # changes that cancel out within the batch (messages moved between windows)
-                    deltas.pop(key, None)
-        return deltas, late
+        return summed_changes(
+            ((self._contributed(umid, contribute), contribute(after))
+             for umid, after in self.changed.items()),
+            self.now, self.final_after,
+        )  # fmt: skip
+
+    def _contributed(
+        self, umid: str, contribute: Callable[[MessageState], dict[K, Counts]]
+    ) -> dict[K, Counts]:
+        before = self.stored.get(umid)
+        return contribute(before) if before is not None else {}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ change of a state changes its windows by `changes(before, after)`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple, Protocol, TypeVar
@@ -127,6 +127,29 @@ def changes(before: Mapping[K, Counts], after: Mapping[K, Counts]) -> dict[K, Co
         if difference:
             result[key] = difference
     return result
+
+
+def summed_changes(
+    contributions: Iterable[tuple[Mapping[K, Counts], Mapping[K, Counts]]],
+    now: datetime,
+    final_after: timedelta,
+) -> tuple[dict[K, Counts], int]:
+    """A batch's change to each window: the sum of `after - before` over the (before,
+    after) contributions of what it changed, and how many changes were dropped because
+    their window was final (`is_final`). One delta per window and batch."""
+    deltas: dict[K, Counts] = {}
+    late = 0
+    for before, after in contributions:
+        for key, change in changes(before, after).items():
+            if is_final(key, now, final_after):
+                late += 1
+                continue
+            delta = add_counts(deltas.get(key, {}), change)
+            if delta:
+                deltas[key] = delta
+            else:  # changes that cancel out within the batch (messages moved between windows)
+                deltas.pop(key, None)
+    return deltas, late
 
 
 def add_counts(left: Mapping[str, int], right: Mapping[str, int]) -> Counts:

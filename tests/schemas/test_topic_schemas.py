@@ -66,6 +66,7 @@ TOPIC_SCHEMA_NAMES = {f"topics/{suffix}" for suffix in RECORD_TOPICS.values()} |
     "topics/message_state",
     "topics/funnel",
     "topics/billing",
+    "topics/service_windows",
     "topics/template_state",
     "topics/alerts",
     "topics/phone_state",

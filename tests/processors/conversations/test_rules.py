@@ -15,6 +15,7 @@ from processors.conversations.rules import (
     Conversation,
     OutboundObservation,
     closes_at,
+    contact_times,
     customer_of,
     dump_conversation,
     failed_for_window,
@@ -267,6 +268,17 @@ def test_receipts_and_inbound_messages_become_observations() -> None:
     assert inbound_at(_inbound(channel="rcs")) is None
 
 
+def test_a_business_initiated_message_is_a_contact_at_its_first_sent_or_later_receipt() -> None:
+    state = fold(
+        outbound("m-1", sent(at(3), sent=True, pricing_category="marketing")),
+        outbound("m-1", sent(at(2), sent=True)),  # an earlier `sent`, late
+        outbound("m-1", sent(at(1))),  # queued: not yet a contact
+        outbound("m-2", sent(at(4), sent=True)),  # free-form: no contact
+        outbound("m-3", sent(at(5), template_name="promo")),  # never sent
+    )
+    assert contact_times(state) == [at(2)]
+
+
 # --- pruning -------------------------------------------------------------------------------------
 def test_prune_drops_what_ended_before_the_horizon_but_keeps_the_latest_window() -> None:
     state = fold(inbound(T), inbound(at(100)), outbound("m-1", sent(at(50))),
@@ -301,6 +313,7 @@ observations = st.builds(
     error_code=st.sampled_from([None, 15, 1022]),
     provider_error_code=st.sampled_from([None, "131026", "131047"]),
     failed=st.booleans(),
+    sent=st.booleans(),
     sub_account_id=st.sampled_from([None, "acme"]),
     country=st.sampled_from([None, "ID", "BR"]),
 )
@@ -318,6 +331,7 @@ def test_any_order_and_repetition_give_the_same_state_and_counts(
     repeated = data.draw(st.lists(st.sampled_from(original), max_size=8)) if original else []
     arrival = data.draw(st.permutations(original + repeated))
     assert fold(*arrival) == fold(*original)
+    assert sorted(contact_times(fold(*arrival))) == sorted(contact_times(fold(*original)))
     assert outside_window_contributions(fold(*arrival)) == outside_window_contributions(
         fold(*original)
     )
