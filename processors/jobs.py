@@ -20,6 +20,7 @@ JOBS: dict[str, str] = {
     "templates": "processors.templates.app",
     "phones": "processors.phones.app",
     "conversations": "processors.conversations.app",
+    "limits": "processors.limits.app",
 }
 
 

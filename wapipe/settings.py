@@ -44,6 +44,7 @@ CommaList = Annotated[tuple[str, ...], NoDecode]
 SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
 NetworkList = Annotated[tuple[IPNetwork, ...], NoDecode]
 HoursList = Annotated[tuple[int, ...], NoDecode]
+NumberMap = Annotated[dict[str, str], NoDecode]
 
 
 def _split_commas(value: Any) -> Any:
@@ -288,6 +289,28 @@ class Settings(BaseSettings):
         "WAPIPE_FUNNEL_ALERT_WINDOW) has more free-form messages than this that failed because "
         "the customer's 24-hour service window was closed.",
     )
+    sender_numbers: NumberMap = Field(
+        {},
+        description="The business number each sub-account (or channel id) sends from, as "
+        "`name=number` pairs, comma-separated (e.g. `acme-care=4930901820`): the messaging "
+        "limits count a sub-account's customers under its number. Without one, the number "
+        "is the recipient.channelId of the sub-account's inbound messages when that is a "
+        "phone number, else the sub-account is counted on its own.",
+    )
+    messaging_limit_near_share: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="MESSAGING_LIMIT_NEAR when a number has reached this share of its "
+        "messaging limit (distinct customers in 24 hours).",
+    )
+    messaging_limit_check_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="How often the limits worker re-evaluates every number (customers "
+        "leave the 24-hour window with time alone).",
+    )
     billing_rate_card: Path | None = Field(
         None,
         description="CSV rate card (country,category,price,currency per line) that gives "
@@ -335,6 +358,24 @@ class Settings(BaseSettings):
     @classmethod
     def _split_secret_lists(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("sender_numbers", mode="before")
+    @classmethod
+    def _parse_sender_numbers(cls, value: Any) -> Any:
+        from processors.limits.senders import number
+
+        items = _split_commas(value)
+        if not isinstance(items, tuple):
+            return items
+        mapping: dict[str, str] = {}
+        for item in items:
+            name, equals, text = (part.strip() for part in item.partition("="))
+            found = number(text) if equals and name else None
+            if found is None:
+                raise ValueError(f"{item!r} is not `name=number` (a sub-account or channel "
+                                 "id, `=`, a phone number of 5 to 15 digits)")  # fmt: skip
+            mapping[name] = found
+        return mapping
 
     @field_validator("template_pause_hours", mode="before")
     @classmethod

@@ -84,6 +84,13 @@ SERVICE_WINDOWS = TopicSpec(
     cleanup_policy=CleanupPolicy.COMPACT,
     retention_days=None,
 )
+MESSAGING_LIMITS = TopicSpec(
+    "messaging_limits",
+    "displayPhoneNumber, or subAccountId when the number is unknown",
+    "distinct customers each number reached in 24 hours, against its limit",
+    cleanup_policy=CleanupPolicy.COMPACT,
+    retention_days=None,
+)
 TEMPLATE_STATE = TopicSpec(
     "template_state",
     "templateId",
@@ -126,6 +133,19 @@ CONVERSATIONS_EVENTS = TopicSpec(
     "inbound messages and receipts keyed by (sub-account, customer) (internal)",
 )  # fmt: skip
 
+# Internal to the limits job. Senders: each sub-account's reach changes (from the
+# conversations job) and the channels its customers write to (from inbound messages),
+# keyed by sub-account. Subjects: reach changes keyed by the number (or sub-account)
+# they count under, co-partitioned with whatsapp.phone_state for the tier.
+LIMITS_SENDERS = TopicSpec(
+    "limits.senders", "subAccountId",
+    "each sub-account's reach changes and channels (internal)",
+)  # fmt: skip
+LIMITS_SUBJECTS = TopicSpec(
+    "limits.subjects", "displayPhoneNumber, or sub-account:<id>",
+    "reach changes by the number they count under (internal)",
+)  # fmt: skip
+
 
 def changelog(job: str, table: str) -> TopicSpec:
     """The changelog of a table of a job on the stream engine: `<prefix>.<job>.<table>.
@@ -145,14 +165,17 @@ CHANGELOGS: tuple[TopicSpec, ...] = (
     changelog("funnel", "subaccount_windows"),
     changelog("funnel", "billing"),
     changelog("conversations", "pairs"),
+    changelog("limits", "senders"),
+    changelog("limits", "subjects"),
     changelog("templates", "templates"),
     changelog("phones", "phones"),
 )
 
 TOPICS: tuple[TopicSpec, ...] = (
     RAW, INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT,
-    MESSAGE_STATE, FUNNEL, BILLING, SERVICE_WINDOWS, TEMPLATE_STATE, PHONE_STATE, ALERTS,
-    DEADLETTER, FUNNEL_REPLIES, FUNNEL_DELTAS, CONVERSATIONS_EVENTS, *CHANGELOGS,
+    MESSAGE_STATE, FUNNEL, BILLING, SERVICE_WINDOWS, MESSAGING_LIMITS, TEMPLATE_STATE,
+    PHONE_STATE, ALERTS, DEADLETTER, FUNNEL_REPLIES, FUNNEL_DELTAS, CONVERSATIONS_EVENTS,
+    LIMITS_SENDERS, LIMITS_SUBJECTS, *CHANGELOGS,
 )  # fmt: skip
 
 

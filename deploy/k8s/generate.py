@@ -40,7 +40,7 @@ INGEST_GRACE_SECONDS = int(_DEFAULTS.shutdown_timeout_seconds + _DEFAULTS.publis
 PROCESSOR_GRACE_SECONDS = 60  # a worker finishes the batch, commits and leaves the group
 # The jobs' source topics (their consumer group's lag drives KEDA).
 SOURCES = {"normalize": "webhooks.raw", "funnel": "status", "templates": "template",
-           "phones": "phone", "conversations": "status"}  # fmt: skip
+           "phones": "phone", "conversations": "status", "limits": "limits.senders"}  # fmt: skip
 
 Manifest = dict[str, Any]
 

@@ -11,7 +11,9 @@ offsets it read, so every record between them is written once):
   (`pairs` table, `rules.Conversation`); a changed service window goes to
   `whatsapp.service_windows`, and the batch's changes to the funnel windows'
   outside-window counts to `<prefix>.funnel.deltas` (keyed by sub-account), which the
-  funnel job sums into `whatsapp.funnel` beside its own changes.
+  funnel job sums into `whatsapp.funnel` beside its own changes; and the changes to
+  each sub-account's customers' reach (the times they got a business-initiated
+  message, `processors/limits`) to `<prefix>.limits.senders`.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class ConversationsJob:
         self.timers = ()
         self.service_windows = topics.SERVICE_WINDOWS.name(prefix)
         self.deltas = topics.FUNNEL_DELTAS.name(prefix)
+        self.senders = topics.LIMITS_SENDERS.name(prefix)
         self.deadletter = topics.DEADLETTER.name(prefix)
         self.retention = timedelta(days=settings.message_state_days)
         self.final_after = timedelta(days=settings.funnel_window_days)
@@ -152,6 +155,8 @@ class ConversationsJob:
             batch.send(self.deltas, window.sub_account_id.encode(),
                        orjson.dumps({"window": window.encode(), "counts": counts}),
                        timestamp_ms=canonical.timestamp_ms(window.start))  # fmt: skip
+        for sub_account, reach in fold.reach_deltas().items():
+            batch.send(self.senders, sub_account.encode(), orjson.dumps({"reach": reach}))
         for pair, state in fold.to_store().items():
             table.put(pair.encode(), dump_conversation(state))
         self.metrics.events.labels("merged").inc(len(pairs) - fold.stale)

@@ -4,7 +4,8 @@ job reads and writes the table around it, and tests replay it freely).
 Events in (a customer's inbound message, or a receipt of a message sent to them), each
 merged into its pair's `Conversation`; out: the pairs' changed service-window records,
 the batch's changes to the funnel windows' outside-window counts (one delta per
-window, as the funnel's own `MessageFold`), and the states to store, pruned. Changes
+window, as the funnel's own `MessageFold`), the changes to the customers' reach for
+the messaging limits (one per sub-account), and the states to store, pruned. Changes
 are taken across merges only, never across a prune (`rules.prune` says why).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 from processors.conversations.rules import (
     Conversation,
     OutboundObservation,
+    contact_times,
     merge_inbound,
     merge_outbound,
     outside_window_contributions,
@@ -25,6 +27,7 @@ from processors.conversations.rules import (
     service_window_value,
 )
 from processors.funnel.windows import Counts, WindowKey, decode_id, summed_changes
+from processors.limits.rules import ReachSteps, add_steps, reach_intervals, step_changes, steps
 
 Event = dict[str, Any]  # a record of conversations.events: {"inbound": at} or {"umid", "receipt"}
 
@@ -83,6 +86,22 @@ class PairFold:
             now, final_after,
         )  # fmt: skip
 
+    def reach_deltas(self) -> dict[str, ReachSteps]:
+        """sub-account -> the batch's change to its customers' reach (processors/limits):
+        each changed pair's reach intervals, after - before, summed per sub-account."""
+        deltas: dict[str, ReachSteps] = {}
+        for pair, after in self.changed.items():
+            before = self.stored.get(pair) or Conversation()
+            change = step_changes(_reach(before), _reach(after))
+            if change:
+                sub_account = decode_id(pair)[0]
+                deltas[sub_account] = add_steps(deltas.get(sub_account, {}), change)
+        return {sub_account: steps for sub_account, steps in deltas.items() if steps}
+
     def to_store(self) -> dict[str, Conversation]:
         """The changed states as the table keeps them: without what ended before the horizon."""
         return {pair: prune(state, self.horizon) for pair, state in self.changed.items()}
+
+
+def _reach(state: Conversation) -> ReachSteps:
+    return steps(reach_intervals(contact_times(state)))

@@ -67,6 +67,7 @@ TOPIC_SCHEMA_NAMES = {f"topics/{suffix}" for suffix in RECORD_TOPICS.values()} |
     "topics/funnel",
     "topics/billing",
     "topics/service_windows",
+    "topics/messaging_limits",
     "topics/template_state",
     "topics/alerts",
     "topics/phone_state",

@@ -116,6 +116,7 @@ async def run_with_sigkills(
     the expected states have arrived, read until the states are the expected ones and
     every expected alert came, stop the worker and read to the end: every alert came
     exactly as often as the rules raise it, and no state record was written twice."""
+    started = starts(log)
     worker = start_worker(job, settings, **environment)
     async with StateAndAlerts(settings, state) as outputs:
         for share in kills_at:
@@ -123,11 +124,13 @@ async def run_with_sigkills(
                                 worker, log, f"{share:.0%} of the states")  # fmt: skip
             worker.send_signal(signal.SIGKILL)
             worker.wait()
+            started = starts(log)
             worker = start_worker(job, settings, **environment)
         await outputs.until(
             lambda: outputs.states == expected_states and outputs.alert_ids >= set(expected_alerts),
             worker, log, "the exact final states and every alert",
         )  # fmt: skip
+        await until_started(log, started + 1, worker)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(60) == 0, _tail(log)
         await outputs.drain()
@@ -139,6 +142,23 @@ async def run_with_sigkills(
     assert outputs.alert_counts == expected_alerts, f"{repeated_alerts} alerts written twice"
     assert outputs.repeated_states == 0, f"{outputs.repeated_states} state records written twice"
     return outputs
+
+
+def starts(log: Path) -> int:
+    """How many workers writing to `log` have started (logged "worker started")."""
+    return log.read_text(errors="replace").count('"worker started"') if log.exists() else 0
+
+
+async def until_started(log: Path, count: int, worker: Any, timeout: float = 60.0) -> None:
+    """Wait until `log` says "worker started" `count` times (see `starts`): `worker`, the
+    last one started, then stops on SIGTERM. The outputs can be complete before a
+    restarted worker has started (its predecessor committed them before the SIGKILL),
+    and a SIGTERM before its handler is installed ends it at once (exit -15)."""
+    deadline = time.monotonic() + timeout
+    while starts(log) < count:
+        assert worker.poll() is None, _tail(log)
+        assert time.monotonic() < deadline, f"{log}: not {count} starts in {timeout:.0f} s"
+        await asyncio.sleep(0.1)
 
 
 def _tail(log: Path) -> str:

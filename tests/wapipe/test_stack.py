@@ -36,10 +36,12 @@ def test_status_help_says_its_default_max_lag():
 
 def test_the_workers_web_ports_follow_the_setting():
     assert worker_ports(Settings()) == {
-        "normalize": 6066, "funnel": 6067, "templates": 6068, "phones": 6069, "conversations": 6070,
+        "normalize": 6066, "funnel": 6067, "templates": 6068, "phones": 6069,
+        "conversations": 6070, "limits": 6071,
     }  # fmt: skip
     assert worker_ports(Settings(processor_web_port=7000)) == {
-        "normalize": 7000, "funnel": 7001, "templates": 7002, "phones": 7003, "conversations": 7004,
+        "normalize": 7000, "funnel": 7001, "templates": 7002, "phones": 7003,
+        "conversations": 7004, "limits": 7005,
     }  # fmt: skip
 
 
@@ -64,7 +66,7 @@ def test_ports_that_cannot_work_are_named_with_the_fix():
     assert "WAPIPE_INGEST_PORT=7002 is one of the workers' web ports" in (
         ports_problem(clash, plan(clash)) or ""
     )
-    assert "up to 65538, above 65535: choose a lower one" in (
+    assert "up to 65539, above 65535: choose a lower one" in (
         ports_problem(too_high, plan(too_high)) or ""
     )
 
@@ -84,7 +86,7 @@ def test_a_port_taken_is_named_with_the_setting_that_moves_it(unused_port):
     assert problem == (
         f"port {taken} (funnel's web port, on 127.0.0.1) is taken by another process: stop "
         "it (another `wapipe run`?), or choose another port with WAPIPE_PROCESSOR_WEB_PORT "
-        "(`wapipe run` gives the workers it and the next 4)"
+        "(`wapipe run` gives the workers it and the next 5)"
     )
 
 

@@ -340,6 +340,7 @@ def test_endpoints_default_to_where_wapipe_run_puts_the_services():
         ("templates", "http://127.0.0.1:7002"),
         ("phones", "http://127.0.0.1:7003"),
         ("conversations", "http://127.0.0.1:7004"),
+        ("limits", "http://127.0.0.1:7005"),
     ]
     chosen = Options(services=("funnel", "ingest"), ingester="https://in.example/",
                      workers={"funnel": ("http://a:1", "http://b:2")})  # fmt: skip

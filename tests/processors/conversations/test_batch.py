@@ -76,3 +76,16 @@ def test_the_stored_state_is_pruned_and_reads_back() -> None:
     assert pair == PAIR
     assert load_conversation(dump_conversation(state)) == state
     assert PairFold({PAIR: state}, at(1)).to_store() == {}  # nothing changed: nothing to write
+
+
+def test_a_template_sent_is_a_reach_change_of_the_sub_account_once() -> None:
+    fold = PairFold({}, at(-10_000))
+    fold.add(PAIR, free_form(0, sent=True, template_name="promo"))
+    fold.add(PAIR, free_form(3, sent=True, template_name="promo"))  # its delivered: same contact
+    end = canonical.format_timestamp(T + timedelta(hours=24))
+    assert fold.reach_deltas() == {"acme": {f"{at(0)}/{end}": 1}}
+    later = PairFold(fold.to_store(), at(-10_000))
+    later.add(PAIR, free_form(-5, sent=True))  # an earlier `sent` of the same message, late
+    assert later.reach_deltas() == {
+        "acme": {f"{at(0)}/{end}": -1, f"{at(-5)}/{at(24 * 60 - 5)}": 1}
+    }

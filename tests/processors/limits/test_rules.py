@@ -12,11 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.alerts import alert_value
+from processors.alerts import WITHDRAWN, alert_value
 from processors.limits.rules import (
     NEAR,
     REACH_WINDOW,
     REACHED,
+    AlertBook,
     LimitStatus,
     Reach,
     ReachSteps,
@@ -167,23 +168,24 @@ def test_tier_1k_is_near_at_800_and_reached_at_1000() -> None:
     def status(ms: int) -> LimitStatus:
         return limit_status("6281234567890", "number", reach, "TIER_1K", at(ms))
 
-    alerts, alerted = limit_alerts(status(HOUR - 1), reach)
-    assert (status(HOUR - 1).reached, alerts, alerted) == (799, [], frozenset())
+    alerts, book = limit_alerts(status(HOUR - 1), reach)
+    assert (status(HOUR - 1).reached, alerts, book) == (799, [], AlertBook())
 
-    alerts, alerted = limit_alerts(status(HOUR), reach, alerted=alerted)
+    alerts, book = limit_alerts(status(HOUR), reach, book=book)
     assert [(a.type, a.severity, a.occurred_at) for a in alerts] == [(NEAR, "warning", at(HOUR))]
     assert alerts[0].alert_id == f"{NEAR}|6281234567890|1000@{at(HOUR)}"
     assert alerts[0].details["reached"] == 800
     assert "800 of 1000" in alerts[0].summary
     assert at(DAY) in alerts[0].summary
-    assert limit_alerts(status(HOUR + 60_000), reach, alerted=alerted)[0] == []  # once
+    assert limit_alerts(status(HOUR + 60_000), reach, book=book)[0] == []  # once
 
     end = HOUR + 200 * 60_000
-    alerts, alerted = limit_alerts(status(end), reach, alerted=alerted)
+    alerts, book = limit_alerts(status(end), reach, book=book)
     assert [(a.type, a.severity, a.occurred_at) for a in alerts] == [(REACHED, "critical", at(end))]
     assert alerts[0].subject == {"displayPhoneNumber": "6281234567890", "subAccountId": None}
     assert alerts[0].summary.startswith("Phone number +6281234567890 reached its messaging limit")
-    assert alerted == {f"{NEAR}|6281234567890|1000@{at(HOUR)}", alerts[0].alert_id}
+    assert book.sent == (f"{NEAR}|6281234567890|1000@{at(HOUR)}", alerts[0].alert_id)
+    assert alerts[0].supersedes == ()
 
     record = messaging_limit_value(status(end))
     assert record == {
@@ -192,14 +194,14 @@ def test_tier_1k_is_near_at_800_and_reached_at_1000() -> None:
         "oldestLeavesAt": at(DAY), "at": at(end),
     }  # fmt: skip
     # A day on, the first 799 have left: the count is below both thresholds again.
-    assert limit_alerts(status(DAY), reach, alerted=alerted)[0] == []
+    assert limit_alerts(status(DAY), reach, book=book)[0] == []
     assert status(DAY).reached == 201
 
 
 def test_an_upgrade_mid_window_removes_reached_at_the_next_status() -> None:
     reach = reach_of(customers(1_050))
     reached = limit_status("acme", "sub_account", reach, "TIER_1K", at(HOUR))
-    alerts, alerted = limit_alerts(reached, reach)
+    alerts, book = limit_alerts(reached, reach)
     assert {a.type for a in alerts} == {NEAR, REACHED}
     assert reached.headroom == -50
     assert alerts[0].summary.startswith("Sub-account acme (number unknown)")
@@ -209,12 +211,12 @@ def test_an_upgrade_mid_window_removes_reached_at_the_next_status() -> None:
 
     upgraded = limit_status("acme", "sub_account", reach, "TIER_10K", at(2 * HOUR))
     assert (upgraded.limit, upgraded.headroom, upgraded.used_share) == (10_000, 8_950, 0.105)
-    alerts, alerted_after = limit_alerts(upgraded, reach, alerted=alerted)
-    assert alerts == []
+    alerts, book_after = limit_alerts(upgraded, reach, book=book)
+    assert (alerts, book_after.sent) == ([], book.sent)  # they happened: kept, not withdrawn
     assert crossing_at(reach, upgraded.limit, upgraded.at) is None
-    # Back down within the day: the same crossings, remembered, alert nothing again.
+    # Back down within the day: the same crossings, remembered, are not sent again.
     again = limit_status("acme", "sub_account", reach, "TIER_1K", at(3 * HOUR))
-    assert limit_alerts(again, reach, alerted=alerted_after)[0] == []
+    assert limit_alerts(again, reach, book=book_after)[0] == []
 
 
 @pytest.mark.parametrize("tier", ["TIER_UNLIMITED", "UNLIMITED", "TIER_NOT_SET", "TIER_X", None])
@@ -223,7 +225,7 @@ def test_an_unlimited_or_unknown_tier_never_alerts(tier: str | None) -> None:
     status = limit_status("6281234567890", "number", reach, tier, at(0))
     assert (status.limit, status.headroom, status.used_share, status.reached) == (
         None, None, None, 200)  # fmt: skip
-    assert limit_alerts(status, reach) == ([], frozenset())
+    assert limit_alerts(status, reach) == ([], AlertBook())
 
 
 def test_crossing_is_the_start_of_the_stretch_above_the_threshold() -> None:
@@ -239,24 +241,33 @@ def test_crossing_is_the_start_of_the_stretch_above_the_threshold() -> None:
     assert crossing_at(settle(reach, at(HOUR)), 3, at(5 * HOUR)) == at(2 * HOUR)
 
 
-def test_alerted_ids_are_forgotten_once_their_crossing_cannot_come_back() -> None:
-    reach = reach_of(customers(3))
-    status = limit_status("n", "number", reach, "TIER_3", at(HOUR))
-    alerts, alerted = limit_alerts(status, reach)
-    assert len(alerts) == len(alerted) == 2
-    later = limit_status("n", "number", reach, "TIER_3", at(2 * DAY))
-    assert limit_alerts(later, reach, alerted=alerted) == ([], frozenset())
-    # A stretch that lasts: once its crossing is past the memory, it raises nothing again.
-    lasting = reach_of({"a": list(range(0, 4 * DAY, 12 * HOUR))})
-    first = limit_alerts(limit_status("n", "number", lasting, "TIER_1", at(HOUR)), lasting)
-    assert [a.type for a in first[0]] == [NEAR, REACHED]
-    status = limit_status("n", "number", lasting, "TIER_1", at(3 * DAY))
-    assert crossing_at(lasting, 1, at(3 * DAY)) == at(0)
-    assert limit_alerts(status, lasting, alerted=first[1]) == ([], frozenset())
-    # Settled past the crossings: forgotten, and not raised again.
-    settled = settle(reach, at(HOUR))
-    status = limit_status("n", "number", settled, "TIER_3", at(2 * HOUR))
-    assert limit_alerts(status, settled, alerted=alerted) == ([], frozenset())
+def test_a_crossing_moved_earlier_by_late_receipts_supersedes_its_alert() -> None:
+    early = {f"e{i}": [i * 60_000] for i in range(3)}  # three customers from minute 0 to 2
+    late = {f"l{i}": [HOUR + i * 60_000] for i in range(3)}  # three more an hour later
+    partial = reach_of(late)  # the later three arrived first
+    status = limit_status("n", "number", partial, "TIER_3", at(2 * HOUR))
+    alerts, book = limit_alerts(status, partial)
+    reached = next(a for a in alerts if a.type == REACHED)
+    assert reached.alert_id == f"{REACHED}|n|3@{at(HOUR + 120_000)}"
+    whole = reach_of(early | late)  # now the early three: the limit was reached at minute 2
+    status = limit_status("n", "number", whole, "TIER_3", at(2 * HOUR))
+    alerts, book = limit_alerts(status, whole, book=book)
+    corrected = next(a for a in alerts if a.type == REACHED)
+    assert corrected.alert_id == f"{REACHED}|n|3@{at(120_000)}"
+    assert corrected.supersedes == (reached.alert_id,)
+    assert limit_alerts(status, whole, book=book)[0] == []  # once
+
+
+def test_an_earlier_stretch_that_ended_stays_alerted() -> None:
+    reach = reach_of({"a": [0], "b": [30 * HOUR]})  # one customer, then after a gap another
+    first = limit_status("n", "number", reach, "TIER_1", at(HOUR))
+    alerts, book = limit_alerts(first, reach)
+    assert [a.type for a in alerts] == [NEAR, REACHED]
+    gap = limit_status("n", "number", reach, "TIER_1", at(26 * HOUR))
+    assert limit_alerts(gap, reach, book=book)[0] == []
+    second = limit_status("n", "number", reach, "TIER_1", at(31 * HOUR))
+    alerts, _ = limit_alerts(second, reach, book=book)  # a stale standing: still true
+    assert [(a.occurred_at, a.supersedes) for a in alerts] == [(at(30 * HOUR), ())] * 2
 
 
 # --- properties ---------------------------------------------------------------------------------
@@ -365,12 +376,13 @@ def test_crossings_and_alert_ids_do_not_depend_on_arrival_order(
 ) -> None:
     contacts = contacts_of(subject)
     orders = [summed(deltas(subject, rng), rng) for _ in range(2)]
-    alerted: list[frozenset[str]] = [frozenset(), frozenset()]
+    books = [AlertBook(), AlertBook()]
     raised: list[list[str]] = [[], []]
     for t in SAMPLES[::4]:
         for i, reach in enumerate(orders):
             status = limit_status("n", "number", reach, f"TIER_{limit}", at(t))
-            alerts, alerted[i] = limit_alerts(status, reach, 0.5, alerted[i])
+            alerts, books[i] = limit_alerts(status, reach, 0.5, books[i])
+            assert all(a.supersedes == () for a in alerts)  # all known: nothing to correct
             raised[i] += [a.alert_id for a in alerts]
         crossed = crossing_at(orders[0], limit, at(t))
         if crossed is not None:  # the count is >= limit from the crossing to t, not just before
@@ -380,4 +392,39 @@ def test_crossings_and_alert_ids_do_not_depend_on_arrival_order(
             assert all(brute_count(contacts, s) >= limit for s in moves | {c} if c <= s <= t)
     assert raised[0] == raised[1]
     assert len(raised[0]) == len(set(raised[0]))  # each crossing alerts once
-    assert alerted[0] == alerted[1]
+    assert books[0] == books[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(subjects, st.randoms(use_true_random=False), st.integers(1, 4))
+def test_alerts_evaluated_on_partial_arrivals_end_standing_as_on_the_whole(
+    subject: dict[str, list[list[int]]], rng: random.Random, limit: int
+) -> None:
+    """Deltas arriving in any order, the subject evaluated after each batch at one time:
+    the alerts standing in the end (ids received minus ids superseded, withdrawals
+    included) are those the whole reach raises, and crossings of earlier stretches that
+    still are crossings, whatever order the partial ones came in."""
+    t = 3 * DAY
+    sent = deltas(subject, rng)
+    reach, book = Reach(), AlertBook()
+    received, superseded = set(), set()
+    while sent:
+        size = rng.randint(1, len(sent))
+        batch, sent = sent[:size], sent[size:]
+        reach = add(reach, reduce(add_steps, batch, {}))
+        status = limit_status("n", "number", reach, f"TIER_{limit}", at(t))
+        alerts, book = limit_alerts(status, reach, 0.5, book)
+        received |= {a.alert_id for a in alerts if a.type != WITHDRAWN}
+        superseded |= {s for a in alerts for s in a.supersedes}
+    whole = reach_of(contacts_of(subject))
+    expected, _ = limit_alerts(
+        limit_status("n", "number", whole, f"TIER_{limit}", at(t)), whole, 0.5
+    )
+    current = {a.alert_id for a in expected}
+    holding = {alert_id.partition("|again-")[0] for alert_id in received - superseded}
+    assert current <= holding  # (an id raised again after a correction: `<id>|again-<n>`)
+    # What else stands is a crossing that still is one, of an earlier stretch.
+    for alert_id in holding - current:
+        crossed = alert_id.rpartition("@")[2]
+        threshold = limit if alert_id.startswith(REACHED) else near_threshold(limit, 0.5)
+        assert crossing_at(whole, threshold, crossed) == crossed

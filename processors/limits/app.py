@@ -1,0 +1,229 @@
+"""The limits job: the distinct customers each business number reached with
+business-initiated messages in the rolling 24 hours, against its messaging limit.
+
+On the stream engine, three hops (each commits in its batch's transaction with the
+offsets it read, so every record between them is written once):
+- `whatsapp.inbound` (keyed by umid): the channel each customer wrote to, re-keyed by
+  sub-account to `<prefix>.limits.senders`, where the conversations job also sends each
+  sub-account's changes of reach;
+- `<prefix>.limits.senders` (keyed by sub-account): summed per sub-account (`senders`
+  table) and sent on to the subject it resolves to (`senders.subject_of`: its number,
+  or itself), the whole reach moving when the subject changes, to
+  `<prefix>.limits.subjects`;
+- `<prefix>.limits.subjects` and `whatsapp.phone_state` (keyed by number): summed per
+  subject with its tier (`subjects` table); each subject touched is evaluated, and
+  every subject again on a timer (customers leave the window with time alone): a
+  changed status goes to `whatsapp.messaging_limits`, each crossing of the near share
+  and of the limit once to `whatsapp.alerts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from confluent_kafka import Message
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from processors.alerts import alert_value
+from processors.dead_letters import poison_letter
+from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text, record_time_ms
+from processors.limits.rules import ReachSteps, add_steps
+from processors.limits.senders import (
+    Sender,
+    dump_sender,
+    learn_channel,
+    load_sender,
+    moves,
+    subject_kind,
+)
+from processors.limits.subjects import (
+    Evaluation,
+    Subject,
+    dump_subject,
+    evaluate,
+    load_subject,
+    settle_cut,
+    with_changes,
+)
+from processors.normalize import canonical
+from processors.normalize.records import InboundMessage, record_from_value
+from wapipe import topics
+from wapipe.settings import Settings
+
+_SENDERS, _SUBJECTS = "senders", "subjects"
+
+
+class LimitMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "wapipe_limits_records",
+            "whatsapp.messaging_limits records written, by cause: batch (new reach or "
+            "tier) or timer (customers left the 24-hour window).",
+            ["cause"],
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "wapipe_limits_alerts", "Alerts sent, by type.", ["type"], registry=registry
+        )
+        self.moves = Counter(
+            "wapipe_limits_subject_moves",
+            "Sub-accounts whose reach moved to another subject (a number learnt or set).",
+            registry=registry,
+        )
+        labels = ["subject", "subject_kind"]
+        self.reached = Gauge(
+            "wapipe_messaging_limit_reached_customers",
+            "Distinct customers a number reached with business-initiated messages in the last "
+            "24 hours.",
+            labels,
+            registry=registry,
+        )
+        self.limit = Gauge(
+            "wapipe_messaging_limit_customers",
+            "A number's messaging limit: distinct customers per rolling 24 hours (absent when "
+            "unlimited or unknown).",
+            labels,
+            registry=registry,
+        )
+
+    def show(self, record: Mapping[str, object]) -> None:
+        labels = (str(record["subject"]), str(record["subjectKind"]))
+        self.reached.labels(*labels).set(record["reached"])  # type: ignore[arg-type]
+        if record["limit"] is not None:
+            self.limit.labels(*labels).set(record["limit"])  # type: ignore[arg-type]
+
+    def clear(self) -> None:
+        self.reached.clear()
+        self.limit.clear()
+
+
+class LimitsJob:
+    name = "limits"
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+        self.metrics = LimitMetrics(registry)
+        prefix = settings.topic_prefix
+        self.inbound = topics.INBOUND.name(prefix)
+        self.senders = topics.LIMITS_SENDERS.name(prefix)
+        self.subjects = topics.LIMITS_SUBJECTS.name(prefix)
+        self.phone_state = topics.PHONE_STATE.name(prefix)
+        self.sources = (self.inbound, self.senders, self.subjects, self.phone_state)
+        # Both tables are rewritten whenever their key's reach or tier changes; the TTL
+        # forgets a sub-account or number silent for longer than the state is of use.
+        self.tables = (Table(_SENDERS, ttl_days=settings.message_state_days),
+                       Table(_SUBJECTS, ttl_days=settings.message_state_days))  # fmt: skip
+        self.timers = (Timer(settings.messaging_limit_check_seconds, self.evaluate_all),)
+        self.limits = topics.MESSAGING_LIMITS.name(prefix)
+        self.alerts = topics.ALERTS.name(prefix)
+        self.deadletter = topics.DEADLETTER.name(prefix)
+        self.numbers = settings.sender_numbers
+        self.near_share = settings.messaging_limit_near_share
+
+    def process(self, batch: PartitionBatch) -> None:
+        if batch.topic == self.inbound:
+            self._route_channels(batch)
+        elif batch.topic == self.senders:
+            self._sum_senders(batch)
+        else:
+            self._sum_subjects(batch)
+
+    def evaluate_all(self, batches: Mapping[int, PartitionBatch], _now: float) -> None:
+        """Every subject of this worker's partitions at the current time (and the gauges
+        of them, those of partitions gone elsewhere cleared)."""
+        now = datetime.now(UTC)
+        self.metrics.clear()
+        for batch in batches.values():
+            table = batch.table(_SUBJECTS)
+            for key, value in list(table.items()):  # read all first: evaluating writes
+                subject = key.decode()
+                evaluation = evaluate(subject, load_subject(value), now, self.near_share)
+                self._publish(batch, subject, evaluation, "timer")
+
+    def dead_letter(self, record: Message, error: BaseException) -> Output:
+        return poison_letter(record, error, self.deadletter)
+
+    # --- the three hops ------------------------------------------------------------------------
+    def _route_channels(self, batch: PartitionBatch) -> None:
+        for record in batch.records:
+            message = record_from_value(InboundMessage, _json(record))
+            at = message.occurred_at or message.received_at
+            if (message.echo or message.channel not in (None, "whatsapp")
+                    or not message.sub_account_id or not message.channel_id or not at):  # fmt: skip
+                continue
+            batch.send(self.senders, message.sub_account_id.encode(),
+                       orjson.dumps({"channel": message.channel_id, "at": at}),
+                       timestamp_ms=record_time_ms(record))  # fmt: skip
+
+    def _sum_senders(self, batch: PartitionBatch) -> None:
+        table = batch.table(_SENDERS)
+        changes: dict[str, ReachSteps] = {}
+        senders: dict[str, Sender] = {}
+        stored = table.get_many({record.key() or b"" for record in batch.records})
+        for record in batch.records:
+            sub_account, value = key_text(record), _json(record)
+            if sub_account not in senders:
+                found = stored.get(sub_account.encode())
+                senders[sub_account] = load_sender(found) if found else Sender()
+            if "reach" in value:
+                changes[sub_account] = add_steps(changes.get(sub_account, {}), value["reach"])
+            else:
+                senders[sub_account] = learn_channel(senders[sub_account], value["at"],
+                                                     value["channel"])  # fmt: skip
+        cut = settle_cut(datetime.now(UTC))
+        for sub_account, learnt in senders.items():
+            found = stored.get(sub_account.encode())
+            before = load_sender(found) if found else Sender()
+            after, sends = moves(sub_account, before, changes.get(sub_account, {}),
+                                 learnt.channel, self.numbers, cut)  # fmt: skip
+            if len(sends) > 1:
+                self.metrics.moves.inc()
+            for subject, reach in sends.items():
+                batch.send(self.subjects, subject.encode(), orjson.dumps({"reach": reach}))
+            if after != before:
+                table.put(sub_account.encode(), dump_sender(after))
+
+    def _sum_subjects(self, batch: PartitionBatch) -> None:
+        table = batch.table(_SUBJECTS)
+        stored = table.get_many({record.key() or b"" for record in batch.records})
+        subjects: dict[str, Subject] = {}
+        for record in batch.records:
+            key = key_text(record)
+            if key not in subjects:
+                found = stored.get(key.encode())
+                subjects[key] = load_subject(found) if found else Subject()
+            value = _json(record)
+            if batch.topic == self.phone_state:
+                subjects[key] = replace(subjects[key], tier=value.get("currentLimit"))
+            else:
+                subjects[key] = with_changes(subjects[key], value["reach"])
+        now = datetime.now(UTC)
+        for key, state in subjects.items():
+            self._publish(batch, key, evaluate(key, state, now, self.near_share), "batch")
+
+    def _publish(self, batch: PartitionBatch, key: str, evaluation: Evaluation, cause: str) -> None:
+        record = evaluation.record
+        if record is not None:
+            batch.send(self.limits, str(record["subject"]).encode(), orjson.dumps(record),
+                       timestamp_ms=canonical.timestamp_ms(str(record["at"])))  # fmt: skip
+            self.metrics.records.labels(cause).inc()
+        subject = subject_kind(key)[1]
+        for alert in evaluation.alerts:
+            batch.send(self.alerts, subject.encode(), orjson.dumps(alert_value(alert)),
+                       timestamp_ms=canonical.timestamp_ms(alert.occurred_at))  # fmt: skip
+            self.metrics.alerts.labels(alert.type).inc()
+        if evaluation.state.published is not None:
+            self.metrics.show(evaluation.state.published)
+        batch.table(_SUBJECTS).put(key.encode(), dump_subject(evaluation.state))
+
+
+def create_job(settings: Settings, registry: CollectorRegistry) -> LimitsJob:
+    return LimitsJob(settings, registry)
+
+
+def _json(record: Message) -> dict[str, Any]:
+    value: dict[str, Any] = orjson.loads(record.value() or b"")
+    return value
