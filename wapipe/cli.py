@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         help="start the local stack in the foreground: broker, topics, ingester, workers",
         description="Start a local broker (unless WAPIPE_KAFKA_BOOTSTRAP is set), create the "
         "topics, start the ingester (WAPIPE_INGEST_PORT) and the processor workers (web ports "
-        "WAPIPE_PROCESSOR_WEB_PORT and the next ones, one per job: 6066-6070 by default), and "
+        "WAPIPE_PROCESSOR_WEB_PORT and the next ones, one per job: 6066-6071 by default), and "
         "stay in the "
         "foreground. Each service logs to WAPIPE_HOME/logs/<service>.log (`wapipe logs`); "
         "the terminal shows each service as it becomes ready, a summary, then only errors "

@@ -187,7 +187,7 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of a processor worker's web server. `wapipe run` gives its workers "
         "this port and the next ones, one per job (normalize, funnel, templates, phones, "
-        "conversations); `wapipe status` looks for them there.",
+        "conversations, limits); `wapipe status` looks for them there.",
     )
     processor_batch_size: int = Field(
         2000,

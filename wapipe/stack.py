@@ -51,7 +51,7 @@ _WORKER_PORT_SETTING += f"{len(WORKERS) - 1})"
 
 def worker_ports(settings: Settings) -> dict[str, int]:
     """Each worker's web port under `wapipe run`: WAPIPE_PROCESSOR_WEB_PORT and the ports
-    after it, in SERVICES order (6066-6070 by default)."""
+    after it, in SERVICES order (6066-6071 by default)."""
     return {job: settings.processor_web_port + index for index, job in enumerate(WORKERS)}
 
 

@@ -25,7 +25,10 @@ into the raw topic of a fresh prefix, then measures, one after the other:
    (bench/processors/batch_funnel.py: at least once, no window totals);
 7. templates and phones: N/2 template quality and N/2 phone quality events (200
    templates, 100 numbers) fed after the receipts, normalized by a second normalize
-   worker, then one worker of each job.
+   worker, then one worker of each job;
+8. conversations over the N receipts (20,000 customers of 7 sub-accounts, every other
+   message a marketing template), counted by every source record of its two hops;
+   then limits over what conversations sent it, until its count stands still.
 The engine's workers and floors are read from `wapipe_processor_records_total` on
 their /metrics (source records processed and committed). A funnel counted by its
 output counts three events per message it wrote in state `read` to its message-state
@@ -224,6 +227,19 @@ def main() -> int:
                     f"{job[:-1]} quality records",
                     _worker(settings, home, job, quality),
                 )
+            jobs["conversations"] = measured(
+                "conversations worker",
+                f"every source record: the {events:,} receipts, and the pair events it "
+                "wrote to `conversations.events` and read back",
+                _worker(settings, home, "conversations", 2 * events),
+            )
+            jobs["limits"] = measured(
+                "limits worker",
+                "every source record: the sub-accounts' reach changes the conversations "
+                "worker wrote (one per sub-account and batch), the numbers' (one per "
+                "subject and batch) and the phone states",
+                _worker(settings, home, "limits", 1, settle=10.0),
+            )
     finally:
         if broker is not None:
             broker.down()
@@ -365,10 +381,18 @@ def _receipts(settings: Settings, events: int) -> Records:
         status = {"state": state, "timestamp": now}
         if state == "delivered":
             status["detail"] = "delivered_to_recipient"
-        body = {"namespace": "ChatApps", "eventType": "outbound_message_status_changed",
-                "payload": {"umid": umid, "subAccountId": f"acme-{n % 7}",
-                            "channel": "whatsapp", "user": {"msisdn": "+6281234567890"},
-                            "status": status}}  # fmt: skip
+        # 20,000 customers; every other message a marketing template (the conversations and
+        # limits jobs count those), the others free-form (no open window: counted outside).
+        msisdn = f"+62812{n // 3 % 20_000:07d}"
+        payload = {"umid": umid, "subAccountId": f"acme-{n // 3 % 7}", "channel": "whatsapp",
+                   "user": {"msisdn": msisdn}, "status": status}  # fmt: skip
+        if n // 3 % 2 == 0:
+            payload["whatsapp"] = {"pricingCategory": "marketing"}
+        body = {
+            "namespace": "ChatApps",
+            "eventType": "outbound_message_status_changed",
+            "payload": payload,
+        }
         yield topic, umid.encode(), orjson.dumps(body), [("wapipe-received-at", now.encode())]
 
 
@@ -601,13 +625,15 @@ def _environment(settings: Settings, home: Path) -> tuple[dict[str, str], int]:
     return environment | _ENGINE_ENVIRONMENT, port
 
 
-def _worker(settings: Settings, home: Path, job: str, events: int) -> Rate:
-    """One `wapipe process <job>` until it processed `events` source records."""
+def _worker(settings: Settings, home: Path, job: str, events: int, settle: float = 0.0) -> Rate:
+    """One `wapipe process <job>` until it processed `events` source records (and then
+    until its count stood still for `settle` seconds: for a job whose input count is
+    not known beforehand)."""
     environment, port = _environment(settings, home)
     return run_measured(
         [sys.executable, "-m", "wapipe", "process", job], environment,
         lambda: engine_counts(port, job), lambda values: values["records"] >= events,
-        f"wapipe process {job}",
+        f"wapipe process {job}", settle,
     ).rate("records")  # fmt: skip
 
 

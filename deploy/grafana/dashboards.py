@@ -21,16 +21,19 @@ Panel = dict[str, Any]
 
 
 def panel(title: str, kind: str, queries: list[tuple[str, str]], *, unit: str = "short",
-          width: int = 12, height: int = 8, description: str = "") -> Panel:  # fmt: skip
-    """One panel; `queries` are (PromQL, legend) pairs."""
+          width: int = 12, height: int = 8, description: str = "",
+          defaults: dict[str, Any] | None = None,
+          options: dict[str, Any] | None = None) -> Panel:  # fmt: skip
+    """One panel; `queries` are (PromQL, legend) pairs; `defaults` adds to its field
+    defaults (min, max, thresholds), `options` are the panel type's own."""
     return {
         "title": title,
         "type": kind,
         "description": description,
         "datasource": DATASOURCE,
         "gridPos": {"w": width, "h": height},
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {},
+        "fieldConfig": {"defaults": {"unit": unit, **(defaults or {})}, "overrides": []},
+        "options": options or {},
         "targets": [
             {"refId": chr(ord("A") + n), "datasource": DATASOURCE, "expr": expr,
              "legendFormat": legend, **({"format": "table", "instant": True}
@@ -82,14 +85,30 @@ def dashboard(uid: str, title: str, panels: list[Panel],
     }
 
 
+def window_variable() -> dict[str, Any]:
+    """The funnel window size to show (the gauges hold both sizes' current windows)."""
+    return {
+        "name": "window",
+        "label": "Window",
+        "type": "custom",
+        "query": "1h,1m",
+        "current": {"text": "1h", "value": "1h"},
+        "options": [{"text": w, "value": w, "selected": w == "1h"} for w in ("1h", "1m")],
+    }
+
+
 _FUNNEL = 'window="$window", sub_account_id=~"$sub_account_id", country=~"$country"'
+# wapipe_funnel_window_messages also counts free-form messages sent outside the service
+# window in `stage` (the guard-rails dashboard shows them): the funnel's own panels keep
+# to the transitions (processors/funnel/windows.py, STAGES).
+_TRANSITIONS = 'stage=~"sent|delivered|read|replied|undelivered"'
 
 
 def funnel() -> dict[str, Any]:
     stages = "wapipe_funnel_window_messages"
     return dashboard("wapipe-funnel", "wapipe / delivery funnel", [
         panel("Messages per stage (current window)", "timeseries",
-              [(f'sum by (stage) ({stages}{{{_FUNNEL}}})', "{{stage}}")],
+              [(f'sum by (stage) ({stages}{{{_FUNNEL}, {_TRANSITIONS}}})', "{{stage}}")],
               description="Transitions in the current window, summed over the selection."),
         panel("Rates (current window)", "timeseries",
               [(f'avg by (rate) (wapipe_funnel_window_rate{{{_FUNNEL}}})', "{{rate}}")],
@@ -97,7 +116,8 @@ def funnel() -> dict[str, Any]:
               description="Ratios of transitions in the same window "
                           "(docs/design.md, funnel windows)."),
         panel("Volume by sub-account and country", "table",
-              [(f'sum by (sub_account_id, country, stage) ({stages}{{{_FUNNEL}}})', "")],
+              [(f"sum by (sub_account_id, country, stage) "
+                f"({stages}{{{_FUNNEL}, {_TRANSITIONS}}})", "")],
               width=24),
         panel("Time to deliver", "timeseries",
               [(f'max by (quantile) (wapipe_funnel_window_time_to_deliver_seconds{{{_FUNNEL}}})',
@@ -111,9 +131,7 @@ def funnel() -> dict[str, Any]:
         panel("Rate alerts active", "table",
               [("wapipe_funnel_rate_alert_active == 1", "")], width=24),
     ], [
-        {"name": "window", "label": "Window", "type": "custom", "query": "1h,1m",
-         "current": {"text": "1h", "value": "1h"},
-         "options": [{"text": w, "value": w, "selected": w == "1h"} for w in ("1h", "1m")]},
+        window_variable(),
         variable("sub_account_id", "Sub-account", stages),
         variable("country", "Country", stages),
     ])  # fmt: skip
@@ -138,6 +156,71 @@ def quality() -> dict[str, Any]:
               [("sum by (type) (increase(wapipe_templates_alerts_total[1h]))", "{{type}}"),
                ("sum by (type) (increase(wapipe_phones_alerts_total[1h]))", "{{type}}")],
               width=24),
+    ])  # fmt: skip
+
+
+# A subject of the limits job is a number (digits), or a sub-account whose number is
+# unknown (never with a limit). max: a rebalance can show a subject on two workers.
+_SUBJECT = 'subject=~"$subject"'
+_NUMBER = f'subject_kind="number", {_SUBJECT}'
+_REACHED = f"max by (subject) (wapipe_messaging_limit_reached_customers{{{_NUMBER}}})"
+_LIMIT = f"max by (subject) (wapipe_messaging_limit_customers{{{_NUMBER}}})"
+_SHARE_STEPS = {"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                              {"color": "orange", "value": 0.8},
+                                              {"color": "red", "value": 1}]}  # fmt: skip
+_OUTSIDE = 'window="$window", sub_account_id=~"$sub_account_id"'
+
+
+def guardrails() -> dict[str, Any]:
+    """Before a campaign: each number's customers in 24 h against its messaging limit,
+    and the free-form messages sent (and failing) outside customers' service windows."""
+    reached = "wapipe_messaging_limit_reached_customers"
+    stages = "wapipe_funnel_window_messages"
+    return dashboard("wapipe-guardrails", "wapipe / campaign guard-rails", [
+        panel("Customers reached in 24 h vs the messaging limit", "timeseries",
+              [(_REACHED, "+{{subject}} reached"), (_LIMIT, "+{{subject}} limit")], width=16,
+              description="Distinct customers each number reached with business-initiated "
+                          "messages in the rolling 24 hours, and its limit (none when "
+                          "unlimited or unknown)."),
+        panel("Share of the limit used", "bargauge", [(f"{_REACHED} / {_LIMIT}", "+{{subject}}")],
+              unit="percentunit", width=8,
+              defaults={"min": 0, "max": 1, "thresholds": _SHARE_STEPS},
+              options={"displayMode": "gradient", "orientation": "horizontal",
+                       "reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
+                                         "values": False}},
+              description="Near at 80% (WapipeMessagingLimitNear), reached at 100% "
+                          "(WapipeMessagingLimitReached)."),
+        panel("Headroom: new customers left in 24 h", "timeseries",
+              [(f"{_LIMIT} - {_REACHED}", "+{{subject}}")],
+              description="It grows by itself as reached customers leave the 24-hour "
+                          "window: oldestLeavesAt on whatsapp.messaging_limits says when."),
+        panel("Reach without a limit to watch", "table",
+              [(f"max by (subject, subject_kind) ({reached}{{{_SUBJECT}}}) "
+                f"unless on (subject) {_LIMIT}", "")],
+              description="Unlimited numbers, numbers of unknown tier, and sub-accounts "
+                          "whose number is unknown (subject_kind sub_account: set "
+                          "WAPIPE_SENDER_NUMBERS)."),
+        panel("Messaging-limit alerts sent", "timeseries",
+              [("sum by (type) (increase(wapipe_limits_alerts_total[1h]))", "{{type}}")],
+              width=24),
+        panel("Free-form messages outside the service window (current window)", "timeseries",
+              [(f'sum by (sub_account_id) ({stages}{{{_OUTSIDE}, '
+                f'stage="freeform_outside_window"}})', "{{sub_account_id}}")],
+              description="Sent to customers who had not written in the last 24 hours."),
+        panel("Of them failed: service window closed (current window)", "timeseries",
+              [(f'sum by (sub_account_id) ({stages}{{{_OUTSIDE}, '
+                f'stage="freeform_outside_window_failed"}})', "{{sub_account_id}}")],
+              description="Send these customers a template instead."),
+        panel("SERVICE_WINDOW_FAILURES alerts active", "table",
+              [('max by (sub_account_id) (wapipe_funnel_rate_alert_active{'
+                'type="SERVICE_WINDOW_FAILURES", sub_account_id=~"$sub_account_id"}) == 1', "")],
+              width=24,
+              description="Sub-accounts whose current window raised the alert "
+                          "(WapipeServiceWindowFailures)."),
+    ], [
+        variable("subject", "Subject", reached),
+        window_variable(),
+        variable("sub_account_id", "Sub-account", stages),
     ])  # fmt: skip
 
 
@@ -172,6 +255,7 @@ def pipeline() -> dict[str, Any]:
             ("sum(rate(wapipe_funnel_merged_observations_total[5m]))", "funnel"),
             ("sum(rate(wapipe_templates_events_total[5m]))", "templates"),
             ("sum(rate(wapipe_phones_events_total[5m]))", "phones"),
+            ("sum(rate(wapipe_conversations_events_total[5m]))", "conversations"),
         ], width=24),
         panel("normalize outcomes", "timeseries",
               [("sum by (outcome) (rate(wapipe_normalize_events_total[5m]))", "{{outcome}}")],
@@ -179,7 +263,7 @@ def pipeline() -> dict[str, Any]:
     ])  # fmt: skip
 
 
-DASHBOARDS = {"funnel": funnel, "quality": quality, "pipeline": pipeline}
+DASHBOARDS = {"funnel": funnel, "quality": quality, "guardrails": guardrails, "pipeline": pipeline}
 
 
 def render() -> dict[str, str]:

@@ -107,7 +107,8 @@ class WindowGauges:
         self.rate_alert = Gauge(
             "wapipe_funnel_rate_alert_active",
             "1 while a sub-account's current window has raised this rate alert "
-            "(DELIVERY_FAILURE_SPIKE, READ_RATE_DROP); for Prometheus alert rules.",
+            "(DELIVERY_FAILURE_SPIKE, READ_RATE_DROP, SERVICE_WINDOW_FAILURES); for Prometheus "
+            "alert rules.",
             ["type", "sub_account_id"],
             registry=registry,
         )

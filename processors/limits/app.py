@@ -31,11 +31,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from processors.alerts import alert_value
 from processors.dead_letters import poison_letter
 from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text, record_time_ms
+from processors.funnel.state import Attribute
 from processors.limits.rules import ReachSteps, add_steps
 from processors.limits.senders import (
     Sender,
     dump_sender,
-    learn_channel,
+    latest_channel,
     load_sender,
     moves,
     subject_kind,
@@ -160,25 +161,24 @@ class LimitsJob:
 
     def _sum_senders(self, batch: PartitionBatch) -> None:
         table = batch.table(_SENDERS)
+        found = table.get_many({record.key() or b"" for record in batch.records})
+        stored = {key.decode(): load_sender(value) for key, value in found.items() if value}
         changes: dict[str, ReachSteps] = {}
-        senders: dict[str, Sender] = {}
-        stored = table.get_many({record.key() or b"" for record in batch.records})
+        channels: dict[str, Attribute | None] = {}
         for record in batch.records:
             sub_account, value = key_text(record), _json(record)
-            if sub_account not in senders:
-                found = stored.get(sub_account.encode())
-                senders[sub_account] = load_sender(found) if found else Sender()
+            if sub_account not in channels:
+                channels[sub_account] = stored.get(sub_account, Sender()).channel
             if "reach" in value:
                 changes[sub_account] = add_steps(changes.get(sub_account, {}), value["reach"])
             else:
-                senders[sub_account] = learn_channel(senders[sub_account], value["at"],
-                                                     value["channel"])  # fmt: skip
+                channels[sub_account] = latest_channel(channels[sub_account], value["at"],
+                                                       value["channel"])  # fmt: skip
         cut = settle_cut(datetime.now(UTC))
-        for sub_account, learnt in senders.items():
-            found = stored.get(sub_account.encode())
-            before = load_sender(found) if found else Sender()
-            after, sends = moves(sub_account, before, changes.get(sub_account, {}),
-                                 learnt.channel, self.numbers, cut)  # fmt: skip
+        for sub_account, channel in channels.items():
+            before = stored.get(sub_account, Sender())
+            after, sends = moves(sub_account, before, changes.get(sub_account, {}), channel,
+                                 self.numbers, cut)  # fmt: skip
             if len(sends) > 1:
                 self.metrics.moves.inc()
             for subject, reach in sends.items():

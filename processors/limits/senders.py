@@ -65,12 +65,11 @@ def subject_kind(subject: str) -> tuple[SubjectKind, str]:
     return "number", subject
 
 
-def learn_channel(sender: Sender, at: str, channel: str) -> Sender:
-    """`sender` with an inbound message to `channel` at `at` seen: the latest wins."""
-    known = sender.channel
+def latest_channel(known: Attribute | None, at: str, channel: str) -> Attribute:
+    """The channel of the latest inbound message, `known` or one to `channel` at `at`."""
     if known is not None and (known.at, known.value) >= (at, channel):
-        return sender
-    return Sender(Attribute(at, channel), sender.reach, sender.subject)
+        return known
+    return Attribute(at, channel)
 
 
 def as_steps(reach: Reach) -> ReachSteps:

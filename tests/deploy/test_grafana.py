@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ WATCHED = (
     "wapipe_ingest_request_duration_seconds_bucket",
     "wapipe_ingest_spool_records",
     "wapipe_processor_consumer_lag_records",
+    # Campaign guard-rails (issue 20): each number's reach against its messaging limit.
+    "wapipe_messaging_limit_reached_customers",
+    "wapipe_messaging_limit_customers",
 )
 
 
@@ -76,6 +80,28 @@ def test_the_dashboards_cover_what_operators_watch() -> None:
     )
     for metric in WATCHED:
         assert metric in expressions, metric
+
+
+def test_every_funnel_messages_query_picks_its_stages() -> None:
+    """wapipe_funnel_window_messages's `stage` holds the funnel's transitions and the
+    free-form messages outside the service window: no panel adds the two up, and the
+    funnel's panels show the transitions alone."""
+    from processors.funnel.windows import STAGES
+
+    picked = []
+    for name, dashboard in _committed().items():
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"]
+                if "wapipe_funnel_window_messages" not in expr:
+                    continue
+                stage = re.search(r'\bstage(=~?)"([^"]*)"', expr)
+                assert stage, f"{name} / {panel['title']}: all stages summed in {expr}"
+                if name == "funnel.json":
+                    assert stage.groups() == ("=~", "|".join(STAGES)), panel["title"]
+                picked.append(stage[2])
+    assert "freeform_outside_window" in picked
+    assert "freeform_outside_window_failed" in picked
 
 
 def test_panels_do_not_overlap_and_fit_the_grid() -> None:

@@ -21,7 +21,7 @@ from processors.limits.senders import (
     Sender,
     as_steps,
     dump_sender,
-    learn_channel,
+    latest_channel,
     load_sender,
     moves,
     number,
@@ -58,10 +58,10 @@ def test_the_setting_then_the_channel_then_the_sub_account() -> None:
 def test_the_latest_inbound_channel_wins_in_any_order() -> None:
     seen = [(at(1), "111111111"), (at(5), "222222222"), (at(5), "111111111"), (at(3), UUID)]
     for order in (seen, seen[::-1], random.Random(3).sample(seen, len(seen))):
-        sender = Sender()
+        known = None
         for when, channel in order:
-            sender = learn_channel(sender, when, channel)
-        assert sender.channel == Attribute(at(5), "222222222")
+            known = latest_channel(known, when, channel)
+        assert known == Attribute(at(5), "222222222")
 
 
 # --- reach on its way to the subject --------------------------------------------------------
