@@ -173,7 +173,8 @@ class FunnelJob:
                        timestamp_ms=canonical.timestamp_ms(alert.occurred_at))  # fmt: skip
             self.metrics.alerts.labels(alert.type, window.sub_account_id or "unknown").inc()
             self.gauges.show_alert(alert.type, window)
-        for window_id, counts in fold.totals.items():
+        totals = fold.changed_totals()
+        for window_id, counts in totals.items():
             key = WindowKey.decode(window_id)
             record = funnel_record(key, counts)
             batch.send(self.funnel, key.sub_account_id.encode(), orjson.dumps(record),
@@ -182,7 +183,7 @@ class FunnelJob:
             self.gauges.show(key, record)
         for whole, subaccount in fold.touched_subaccounts.items():
             subaccounts.put(whole.encode(), orjson.dumps(subaccount))
-        self.metrics.window_records.inc(len(fold.totals))
+        self.metrics.window_records.inc(len(totals))
 
     def _sum_billing(self, batch: PartitionBatch, deltas: list[dict[str, Any]]) -> None:
         table = batch.table(_BILLING)

@@ -115,6 +115,12 @@ class TotalsFold:
                 raised += [(key, alert) for alert in new]
         return raised
 
+    def changed_totals(self) -> dict[str, Counts]:
+        """The touched windows whose total changed: one whose deltas cancel out (a message
+        moving in as another moves out) would repeat its last record."""
+        return {window_id: total for window_id, total in self.totals.items()
+                if total != self.windows.get(window_id, {})}  # fmt: skip
+
     def _total(self, window_id: str) -> Counts:
         found = self.totals.get(window_id)
         return found if found is not None else dict(self.windows.get(window_id, {}))

@@ -70,13 +70,15 @@ def billing_contributions(state: MessageState) -> dict[BillingKey, Counts]:
 def sum_deltas(
     stored: Mapping[str, Counts], deltas: Iterable[tuple[str, Mapping[str, int]]]
 ) -> dict[str, Counts]:
-    """Each touched billing window's new total (window id -> counts): its stored total
-    plus its deltas. Each delta is written once (in its batch's transaction), so the
-    sum is exact."""
+    """Each billing window the deltas changed (window id -> its new total): its stored
+    total plus its deltas. Each delta is written once (in its batch's transaction), so
+    the sum is exact. A window whose deltas cancel out (one message moving in as another
+    moves out) is left out: its record would repeat the last one."""
     totals: dict[str, Counts] = {}
     for window_id, delta in deltas:
         totals[window_id] = add_counts(totals.get(window_id, stored.get(window_id, {})), delta)
-    return totals
+    return {window_id: total for window_id, total in totals.items()
+            if total != stored.get(window_id, {})}  # fmt: skip
 
 
 def billing_record(

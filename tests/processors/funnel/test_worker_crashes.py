@@ -1,5 +1,6 @@
 """The funnel worker, SIGKILLed three times mid-run and restarted, ends with exact
-message states and exact funnel windows, and writes no record twice; so does a
+message states, exact funnel windows and exact billing windows, and writes no record
+twice; so does a
 funnel that a second worker joins, leaves and joins again mid-run (partitions and
 their tables moving between workers).
 
@@ -29,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from consumer_groups import group_state, join_leave_join
 
 import schemas
+from processors.funnel.billing import BillingKey, billing_contributions, billing_record
 from processors.funnel.state import (
     MessageState,
     merge,
@@ -45,6 +47,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 MESSAGES = 4_000
 KILLS_AT = (0.25, 0.5, 0.75)  # fractions of the messages seen when each SIGKILL lands
 _NOW = datetime.now(UTC).replace(microsecond=0)  # event times near now (retention)
+
+
+PRICING = ("marketing", "utility", "authentication")
 
 
 def _at(minutes: float) -> str:
@@ -73,8 +78,11 @@ def _story(
             if rng.random() < 0.6:
                 steps.append(("read", None, 5 + rng.random() * 40))
         for state, detail, minute in steps:
+            # The pricing category comes on the delivered receipt: billed when it comes.
+            category = PRICING[n % 3] if state == "delivered" else None
             value = {**base, "state": state, "detail": detail, "occurredAt": _at(minute),
-                     "errorCode": 1022 if state == "undelivered" else None}  # fmt: skip
+                     "errorCode": 1022 if state == "undelivered" else None,
+                     "pricingCategory": category}  # fmt: skip
             receipts.append(record_from_value(Receipt, value))
         if rng.random() < 0.2:
             replies.append(record_from_value(InboundMessage, {
@@ -107,6 +115,15 @@ def _expected_windows(states: list[MessageState]) -> dict[str, dict]:
     return {window.encode(): funnel_record(window, counts) for window, counts in totals.items()}
 
 
+def _expected_billing(states: list[MessageState]) -> dict[str, dict]:
+    totals: dict[BillingKey, dict[str, int]] = {}
+    for state in states:
+        for window, counts in billing_contributions(state).items():
+            totals[window] = add_counts(totals.get(window, {}), counts)
+    return {window.encode(): billing_record(window, counts, None)
+            for window, counts in totals.items()}  # fmt: skip
+
+
 async def _feed(settings, receipts: list[Receipt], replies: list[InboundMessage]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
     await producer.start()
@@ -134,13 +151,17 @@ class _Follower:
         self.expect(receipts, replies)
         self.latest: dict[str, dict] = {}
         self.windows: dict[str, dict] = {}
-        self.repeated = {"message_state": 0, "funnel": 0}  # records equal to their previous
+        self.billing: dict[str, dict] = {}
+        self.repeated = {"message_state": 0, "funnel": 0, "billing": 0}  # equal to the previous
         self.group: tuple[str, int] | None = None  # (state, members) last described
         self.state_topic = topics.MESSAGE_STATE.name(settings.topic_prefix)
-        self.validators = {True: schemas.validator("topics/message_state"),
-                           False: schemas.validator("topics/funnel")}  # fmt: skip
+        self.billing_topic = topics.BILLING.name(settings.topic_prefix)
+        self.validators = {self.state_topic: schemas.validator("topics/message_state"),
+                           self.billing_topic: schemas.validator("topics/billing"),
+                           topics.FUNNEL.name(settings.topic_prefix):
+                               schemas.validator("topics/funnel")}  # fmt: skip
         self.consumer = AIOKafkaConsumer(
-            self.state_topic, topics.FUNNEL.name(settings.topic_prefix),
+            self.state_topic, topics.FUNNEL.name(settings.topic_prefix), self.billing_topic,
             bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
             isolation_level="read_committed",
             enable_auto_commit=False,
@@ -153,6 +174,7 @@ class _Follower:
         self.states = _expected(self.receipts, self.replies)
         self.expected = {umid: message_state_value(state) for umid, state in self.states.items()}
         self.expected_windows = _expected_windows(list(self.states.values()))
+        self.expected_billing = _expected_billing(list(self.states.values()))
 
     async def __aenter__(self) -> _Follower:
         await self.consumer.start()
@@ -164,7 +186,9 @@ class _Follower:
     def exact(self) -> bool:
         windows = {k: v for k, v in self.windows.items() if v["sent"] or v["delivered"]
                    or v["read"] or v["replied"] or v["undelivered"]}  # fmt: skip
-        return self.latest == self.expected and windows == self.expected_windows
+        billing = {k: v for k, v in self.billing.items() if v["delivered"]}
+        return (self.latest == self.expected and windows == self.expected_windows
+                and billing == self.expected_billing)  # fmt: skip
 
     def differences(self) -> str:
         """How far the output is from the expected one, for a failure message."""
@@ -188,12 +212,15 @@ class _Follower:
             for records in (await self.consumer.getmany(timeout_ms=200)).values():
                 for record in records:
                     value = orjson.loads(record.value)
-                    validator = self.validators[record.topic == self.state_topic]
+                    validator = self.validators[record.topic]
                     assert validator.is_valid(value), next(validator.iter_errors(value)).message
                     if record.topic == self.state_topic:
                         umid = record.key.decode()
                         self.repeated["message_state"] += self.latest.get(umid) == value
                         self.latest[umid] = value
+                    elif record.topic == self.billing_topic:
+                        self.repeated["billing"] += self.billing.get(value["windowId"]) == value
+                        self.billing[value["windowId"]] = value
                     else:
                         self.repeated["funnel"] += self.windows.get(value["windowId"]) == value
                         self.windows[value["windowId"]] = value
@@ -221,9 +248,12 @@ class _Follower:
         assert sum(w["read"] for w in windows.values() if w["window"] == "1h") == sum(
             state.read_at is not None for state in self.states.values()
         )
-        print(f"\nfunnel: {len(latest)} messages, {len(windows)} windows exact; records "
-              f"written twice: {self.repeated}")  # fmt: skip
-        assert self.repeated == {"message_state": 0, "funnel": 0}
+        billing = {k: v for k, v in self.billing.items() if v["delivered"]}
+        assert billing == self.expected_billing
+        assert {v["pricingCategory"] for v in billing.values()} == set(PRICING)
+        print(f"\nfunnel: {len(latest)} messages, {len(windows)} windows and {len(billing)} "
+              f"billing windows exact; records written twice: {self.repeated}")  # fmt: skip
+        assert self.repeated == {"message_state": 0, "funnel": 0, "billing": 0}
 
 
 ENVIRONMENT = {"WAPIPE_PROCESSOR_BATCH_SIZE": "200", "WAPIPE_FUNNEL_WINDOW_DAYS": "4"}
