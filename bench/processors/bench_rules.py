@@ -6,7 +6,7 @@ a second apart), then times, best of --repeat runs, each step the funnel job tak
 per receipt (processors/funnel/app.py), cumulatively:
 1. the ceiling: `orjson.loads` of each record (what any consumer must do);
 2. + the typed record and the observation (`record_from_value`, `observe_receipt`);
-3. + the merge into the message's state and the batch's window deltas
+3. + the merge into the message's state and the batch's window and billing deltas
    (`MessageFold`, in batches of the engine's default size over states kept in a dict);
 4. + the encodings written per changed state and per delta (`dump_state` for the
    table, `message_state_value` for the topic, the delta record);
@@ -81,6 +81,7 @@ def run_steps(values: list[bytes], steps: int) -> None:
                 continue
             fold.add(receipt.umid, observation)
         window_deltas, _ = fold.window_deltas()
+        billing_deltas, _ = fold.billing_deltas()
         if steps < 4:
             continue
         deltas = []
@@ -89,6 +90,8 @@ def run_steps(values: list[bytes], steps: int) -> None:
             orjson.dumps(message_state_value(state))
         for window, counts in window_deltas.items():
             deltas.append(orjson.dumps({"window": window.encode(), "counts": counts}))
+        for key, counts in billing_deltas.items():
+            orjson.dumps({"billing": key.encode(), "counts": counts})
         states.update(fold.changed)
         if steps < 5:
             continue

@@ -109,21 +109,28 @@ def standing(outputs: StateAndAlerts) -> set[str]:
             if alert["type"] != "ALERT_WITHDRAWN"} - superseded  # fmt: skip
 
 
+def at_the_end(outputs: StateAndAlerts) -> bool:
+    return final(outputs) == EXPECTED and standing(outputs) == expected_alerts()
+
+
+async def stop_and_check(outputs: StateAndAlerts, *workers: Any) -> None:
+    """Stop the workers, read to the end: the final records and alerts, each alert once."""
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    await outputs.drain()
+    assert at_the_end(outputs)
+    assert max(outputs.alert_counts.values()) == 1  # no alert sent twice, across kills too
+
+
 async def test_a_number_walked_to_its_limit(kafka_settings, start_worker, tmp_path):
     await feed_story(kafka_settings, seed=1)
     conversations = start_worker("conversations", kafka_settings)
     limits = start_worker("limits", kafka_settings, **ENVIRONMENT)
     async with StateAndAlerts(kafka_settings, topics.MESSAGING_LIMITS) as outputs:
-        await outputs.until(lambda: final(outputs) == EXPECTED and standing(outputs) ==
-                            expected_alerts(), limits, tmp_path / "limits.log",
+        await outputs.until(lambda: at_the_end(outputs), limits, tmp_path / "limits.log",
                             "the number at its limit, and its two alerts")  # fmt: skip
-        for worker in (conversations, limits):
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=60) == 0
-        await outputs.drain()
-    assert final(outputs) == EXPECTED
-    assert standing(outputs) == expected_alerts()
-    assert max(outputs.alert_counts.values()) == 1  # no alert sent twice
+        await stop_and_check(outputs, conversations, limits)
     near = next(a for a in outputs.alerts if a["alertId"] in expected_alerts()
                 and a["type"] == "MESSAGING_LIMIT_NEAR")  # fmt: skip
     assert near["details"]["reached"] == 800
@@ -150,13 +157,6 @@ async def test_exact_when_the_limits_worker_is_killed(
             limits.wait()
             started = starts(log)
             limits = start_worker("limits", settings, **environment)
-        await outputs.until(lambda: final(outputs) == EXPECTED and standing(outputs) ==
-                            expected_alerts(), limits, log, "the end, 3 SIGKILLs on")  # fmt: skip
+        await outputs.until(lambda: at_the_end(outputs), limits, log, "the end, 3 SIGKILLs on")
         await until_started(log, started + 1, limits)  # so that it handles SIGTERM
-        for worker in (conversations, limits):
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=60) == 0
-        await outputs.drain()
-    assert final(outputs) == EXPECTED
-    assert standing(outputs) == expected_alerts()
-    assert max(outputs.alert_counts.values()) == 1  # each alert once, across the kills
+        await stop_and_check(outputs, conversations, limits)
