@@ -5,7 +5,7 @@ and its evaluation at a time, as a pure function.
 A subject's count changes with its reach (a batch of deltas) and with time alone
 (customers leave the 24-hour window), so the job evaluates it after each batch that
 touches it and on a timer: a record is written when anything but its time changed, and
-`rules.limit_alerts` raises each crossing once (the alerts standing are kept here).
+`alerts.limit_alerts` raises each crossing once (the alerts sent and retired are kept here).
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from datetime import datetime
 import orjson
 
 from processors.alerts import Alert
+from processors.limits.alerts import AlertBook, limit_alerts
 from processors.limits.rules import (
     LATENESS,
     REACH_WINDOW,
-    AlertBook,
     Reach,
     ReachSteps,
     add,
-    limit_alerts,
     limit_status,
     messaging_limit_value,
     settle,

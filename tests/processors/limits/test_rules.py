@@ -13,18 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.alerts import WITHDRAWN, alert_value
+from processors.limits.alerts import AlertBook, limit_alerts
 from processors.limits.rules import (
     NEAR,
     REACH_WINDOW,
     REACHED,
-    AlertBook,
     LimitStatus,
     Reach,
     ReachSteps,
     add,
     add_steps,
     crossing_at,
-    limit_alerts,
     limit_status,
     messaging_limit_value,
     near_threshold,
