@@ -17,6 +17,11 @@ Modules: plan (the run's parameters, story vs real time), population (who takes
 part), stories (the timeline of events, pure), bodies (webhook JSON, pure),
 expected (the oracle, pure), sender (HTTP, retries, progress), run (one run),
 tail (`wapipe tail`), command (the CLI's two commands).
+
+The guard-rails story (`Plan(story="guardrails")`, `wapipe simulate --story
+guardrails`): guardrails (a number walked to its messaging limit, service windows,
+billing; pure) and guardrails_expected (its oracle: `expected_guardrails(timeline,
+lost=...)`, pure).
 """
 
 from simulator.bodies import body, event_bytes, timeline_bodies

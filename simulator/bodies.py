@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from simulator.plan import seeded
-from simulator.population import Population
+from simulator.population import Population, Template
 from simulator.stories import (
     QUEUED,
     SENT,
@@ -114,7 +114,8 @@ def timestamp(moment: datetime, digits: int) -> str:
 # --- message events ---------------------------------------------------------------------------
 def _receipt(fact: Receipt, moment: datetime, style: random.Random) -> Body:
     per_message = seeded(fact.umid)
-    version = per_message.choice((None, None, 8, 9, 9))
+    # A complete receipt is a v8 or v9 body: only those carry `whatsapp.pricingCategory`.
+    version = per_message.choice((8, 9, 9) if fact.complete else (None, None, 8, 9, 9))
     channel = per_message.choice(("whatsapp", "whatsapp", "whatsapp", "WhatsApp", "whatsApp"))
     state = fact.state
     if style.random() < 0.15:
@@ -145,8 +146,8 @@ def _receipt(fact: Receipt, moment: datetime, style: random.Random) -> Body:
         whatsapp["providerErrorCode"] = fact.failure.provider_code
     if whatsapp:
         payload["whatsapp"] = whatsapp
-    if version == 9 and fact.state == "delivered":
-        payload["outboundContent"] = _outbound_content(fact)
+    if version == 9 and fact.state == "delivered" and fact.template is not None:
+        payload["outboundContent"] = _outbound_content(fact, fact.template)
     return _chatapps(
         "outbound_message_status_changed",
         "ChatApps outbound message delivery receipt",
@@ -174,8 +175,7 @@ def _channel_user_id(fact: Receipt | Inbound, style: random.Random) -> str:
     return customer.msisdn if style.random() < 0.1 else digits  # sometimes with its `+`
 
 
-def _outbound_content(fact: Receipt) -> Body:
-    template = fact.template
+def _outbound_content(fact: Receipt, template: Template) -> Body:
     return {
         "channel": "whatsapp",
         "contentType": "template",
@@ -203,12 +203,12 @@ def _inbound(fact: Inbound, moment: datetime, style: random.Random) -> Body:
     payload: Body = {"umid": fact.umid, "subAccountId": fact.sub_account.sub_account_id}
     # A reply's time is the funnel's `repliedAt`: always sent with replies; only some
     # other messages come without one (WEBHOOKS.md: even `timestamp` is missing).
-    if fact.reply_to is not None or style.random() > 0.05:
+    if fact.reply_to is not None or fact.complete or style.random() > 0.05:
         payload["timestamp"] = timestamp(moment, style.choice((0, 0, 2)))
     payload["user"] = user
     if fact.echo:
         payload["channel"] = "whatsapp"
-    elif fact.reply_to is not None or style.random() > 0.05:
+    elif fact.reply_to is not None or fact.complete or style.random() > 0.05:
         payload["recipient"] = {"channel": "whatsapp", "channelId": fact.sub_account.channel_id}
     kind_type, content = _content(fact, style)
     payload["type"] = kind_type if style.random() < 0.8 else kind_type.lower()

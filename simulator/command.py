@@ -11,9 +11,11 @@ import asyncio
 import secrets
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
-from simulator.expected import expected_results
+from simulator.expected import Expected, expected_results
+from simulator.guardrails_expected import expected_guardrails
 from simulator.plan import Plan
 from simulator.run import default_url, new_timeline, simulate
 from simulator.sender import SendOptions
@@ -35,6 +37,8 @@ def simulate_command(settings: Settings, arguments: argparse.Namespace) -> int:
             sub_accounts=arguments.sub_accounts,
             customers=arguments.customers,
             templates=arguments.templates,
+            # `--story` (mixed or guardrails), where the CLI defines it.
+            story=arguments.story,
         )
         options = SendOptions(
             concurrency=arguments.concurrency,
@@ -70,6 +74,8 @@ def simulate_command(settings: Settings, arguments: argparse.Namespace) -> int:
                 "lost, and left out of the expected results",
                 file=sys.stderr,
             )
+    if plan.story == "guardrails":
+        summary_expected = _with_guardrails(summary_expected, timeline)
     total = summary_expected.funnel_total
     print(
         f"expected funnel: sent {total.sent}, delivered {total.delivered}, read {total.read}, "
@@ -143,6 +149,25 @@ def describe(timeline: Timeline) -> str:
         f"({kinds['replies']} replies), {kinds['echoes']} echoes, {kinds['template']} "
         f"template events{' (' + worst + ')' if worst else ''}, {kinds['phone']} phone events"
     )
+
+
+def _with_guardrails(expected: Expected, timeline: Timeline) -> Expected:
+    """`expected` with the guard-rails oracle in `extra["guardrails"]`, and its gist printed."""
+    guardrails = expected_guardrails(timeline, lost=expected.lost)
+    for subject, limit in guardrails.limits.items():
+        print(
+            f"expected messaging limit of {subject}: {limit.reached} of {limit.limit} "
+            f"customers reached (headroom {limit.headroom}); alerts "
+            + ", ".join(sorted(guardrails.alerts))
+        )
+    outside = list(guardrails.freeform_outside.values())
+    print(
+        f"expected service windows: {len(guardrails.service_windows)}; free-form outside a "
+        f"window: {sum(o for o, _ in outside)} ({sum(f for _, f in outside)} failed); "
+        f"billed: {sum(guardrails.billing.values())} delivered in "
+        f"{len(guardrails.billing)} (day, country, category) windows"
+    )
+    return replace(expected, extra={**expected.extra, "guardrails": guardrails.to_json()})
 
 
 def _pauses(text: str) -> tuple[float, ...]:

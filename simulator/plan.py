@@ -24,6 +24,8 @@ from datetime import datetime, timedelta
 # share of replies and inbound messages): sizes the default message count so
 # that a run posts about `rate` webhooks per second.
 WEBHOOKS_PER_MESSAGE = 2.6
+STORIES = ("mixed", "guardrails")
+GUARDRAILS_SPAN = (60.0, 12 * 3600.0)  # story seconds the guardrails story fits in
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ class Plan:
     customers: int = 200
     templates: int = 6
     strike_template: bool = True  # one MARKETING template walks into its disabling strike
+    # Which story: "mixed" (stories.py: every kind of event, sized by the fields above)
+    # or "guardrails" (guardrails.py: a number walked to its messaging limit, service
+    # windows and billing; it uses the seed and the span only).
+    story: str = "mixed"
 
     def __post_init__(self) -> None:
         # Checked here so that the CLI and tests get the same clear message.
@@ -55,6 +61,17 @@ class Plan:
         for name in ("sub_accounts", "customers", "templates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.story not in STORIES:
+            raise ValueError(f"story must be one of {', '.join(STORIES)}, not {self.story!r}")
+        if self.story == "guardrails" and not (
+            GUARDRAILS_SPAN[0] <= self.span <= GUARDRAILS_SPAN[1]
+        ):
+            raise ValueError(
+                f"the guardrails story spans {GUARDRAILS_SPAN[0]:g} s to "
+                f"{GUARDRAILS_SPAN[1] / 3600:g} h of story time (its windows and limits "
+                f"are those of the last 24 h), not {self.span:g} s: set duration x "
+                "time scale in that range"
+            )
 
     @property
     def span(self) -> float:

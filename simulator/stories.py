@@ -101,10 +101,13 @@ class Receipt:
     sub_account: SubAccount
     customer: Customer
     state: str  # queued, sent, delivered, read, undelivered
-    template: Template
-    category: str  # the template's category when the message was sent
+    template: Template | None  # None: a free-form message (no template)
+    category: str  # the template's category when sent; SERVICE for a free-form answer
     failure: Failure | None = None
     batch_id: str | None = None
+    # Its body carries every optional field the jobs read (`whatsapp.pricingCategory`:
+    # a v8 or v9 body), as the guard-rails story needs; else some bodies lack them.
+    complete: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class Inbound:
     kind: str  # text, image, video, audio, document, location, button_reply, list_reply
     reply_to: str | None = None  # the umid of our message it answers
     echo: bool = False
+    complete: bool = False  # its body always carries `timestamp` and `recipient`
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,10 @@ class Timeline:
 # --- the timeline -----------------------------------------------------------------------------
 def make_timeline(plan: Plan, anchor: datetime) -> Timeline:
     """The whole story of `plan`, its event times counted from `anchor`."""
+    if plan.story == "guardrails":
+        from simulator.guardrails import guardrails_timeline  # it builds on this module
+
+        return guardrails_timeline(plan, anchor)
     # One RNG per concern, each seeded from the plan's seed: changing how many
     # templates there are does not reshuffle every message.
     population = make_population(

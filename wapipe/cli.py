@@ -165,6 +165,15 @@ def _parser() -> argparse.ArgumentParser:
     ):  # fmt: skip
         simulate.add_argument(flag, type=kind, default=default, metavar=metavar, help=help_text)
     simulate.add_argument(
+        "--story",
+        choices=("mixed", "guardrails"),
+        default="mixed",
+        help="mixed (default): sub-accounts, customers, templates and numbers living their "
+        "usual lives; guardrails: a number walked to 80%% and 100%% of its TIER_1K messaging "
+        "limit by 1,000 customers, service windows opened and missed, and billable messages "
+        "in three pricing categories and two countries (run it with --time-scale, e.g. 240)",
+    )
+    simulate.add_argument(
         "--dry-run",
         action="store_true",
         help="generate the story (and --expected) without posting",

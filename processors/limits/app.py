@@ -217,7 +217,11 @@ class LimitsJob:
             self.metrics.alerts.labels(alert.type).inc()
         if evaluation.state.published is not None:
             self.metrics.show(evaluation.state.published)
-        batch.table(_SUBJECTS).put(key.encode(), dump_subject(evaluation.state))
+        # On the timer, a subject whose record and alerts stand is not rewritten: its
+        # state differs only by a later settle cut, which changes no count still asked
+        # for (and a big number's reach would fill the changelog every few seconds).
+        if cause == "batch" or record is not None or evaluation.alerts:
+            batch.table(_SUBJECTS).put(key.encode(), dump_subject(evaluation.state))
 
 
 def create_job(settings: Settings, registry: CollectorRegistry) -> LimitsJob:
