@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from processors.alerts import Alert
-from processors.funnel.billing import BillingKey, billing_contributions
+from processors.funnel.billing import BillingKey, billed_as, billing_contributions
 from processors.funnel.rate_alerts import RateThresholds, rate_alerts, subaccount_key
 from processors.funnel.state import MessageState, Observation, merge
 from processors.funnel.windows import (
@@ -52,27 +52,27 @@ class MessageFold:
         return self._deltas(contributions)
 
     def billing_deltas(self) -> tuple[dict[BillingKey, Counts], int]:
-        """The batch's change to each billing window, and how many were dropped (final)."""
-        return self._deltas(billing_contributions)
+        """The batch's change to each billing window, and how many were dropped (final).
+        Most receipts (a `sent`, a `read`) change nothing a bill depends on: those
+        messages are passed over before their contributions are built."""
+        return self._deltas(billing_contributions, billed_as)
 
     def _deltas(
-        self, contribute: Callable[[MessageState], dict[K, Counts]]
-    ) -> tuple[dict[K, Counts], int]:
+        self, contribute: Callable[[MessageState], dict[K, Counts]],
+        relevant: Callable[[MessageState], object] | None = None,
+    ) -> tuple[dict[K, Counts], int]:  # fmt: skip
         """A message's changes over the batch add up to `contribute(last) -
         contribute(first)` (each step's `after - before` telescopes), so each changed
         message is compared once, its receipts of the batch merged first: a message's
-        sent, delivered and read often come together."""
-        return summed_changes(
-            ((self._contributed(umid, contribute), contribute(after))
-             for umid, after in self.changed.items()),
-            self.now, self.final_after,
-        )  # fmt: skip
-
-    def _contributed(
-        self, umid: str, contribute: Callable[[MessageState], dict[K, Counts]]
-    ) -> dict[K, Counts]:
-        before = self.stored.get(umid)
-        return contribute(before) if before is not None else {}
+        sent, delivered and read often come together. `relevant(state)`: what the
+        contributions depend on, when it is cheaper to compare than they are to build."""
+        compared = []
+        for umid, after in self.changed.items():
+            before = self.stored.get(umid)
+            if relevant is not None and before is not None and relevant(before) == relevant(after):
+                continue
+            compared.append((contribute(before) if before is not None else {}, contribute(after)))
+        return summed_changes(compared, self.now, self.final_after)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,12 @@ def billing_contributions(state: MessageState) -> dict[BillingKey, Counts]:
             for size in BILLING_SIZES}  # fmt: skip
 
 
+def billed_as(state: MessageState) -> tuple[object, ...]:
+    """What `billing_contributions` depends on: when it is equal for two states, so are
+    their contributions."""
+    return (state.delivered_at, state.sub_account_id, state.country, state.pricing_category)
+
+
 def sum_deltas(
     stored: Mapping[str, Counts], deltas: Iterable[tuple[str, Mapping[str, int]]]
 ) -> dict[str, Counts]:
