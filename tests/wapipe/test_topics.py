@@ -53,7 +53,9 @@ async def test_create_is_idempotent_and_applies_each_topics_policy(kafka_bootstr
             assert int(config["retention.ms"]) == spec.retention_days * 24 * 3600 * 1000
     compacted = {s.suffix for s in TOPICS if s.cleanup_policy is CleanupPolicy.COMPACT}
     changelogs = {spec.suffix for spec in CHANGELOGS}
-    assert compacted == {"message_state", "template_state", "phone_state"} | changelogs
+    states = {"message_state", "template_state", "phone_state", "service_windows",
+              "messaging_limits"}  # fmt: skip
+    assert compacted == states | changelogs
 
 
 async def test_existing_topic_with_other_partitions_is_reported(kafka_bootstrap, settings_for):
