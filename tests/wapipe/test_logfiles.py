@@ -239,10 +239,10 @@ def test_logs_follow_prints_new_lines_until_interrupted(tmp_path):
 
 def _ctrl_c_as_in_a_terminal() -> None:
     """In the child: SIGINT delivered and handled by default, as for a command typed in a
-    terminal, whatever started the test run: a child inherits an ignored or blocked
-    SIGINT, and Python then raises no KeyboardInterrupt. (A clean-clone run once waited
-    30 s for `wapipe logs -f` to stop after SIGINT; this is one cause that would do it,
-    not a proven one.)"""
+    terminal, whatever started the test run. A child inherits an ignored SIGINT, and
+    Python then raises no KeyboardInterrupt: a clean-clone run started in the background
+    by a shell without job control (`(sh -c 'bash .ci/run' &)`: SigIgn 0x7, SIGHUP, SIGINT
+    and SIGQUIT ignored) waited 30 s for `wapipe logs -f` to stop after SIGINT."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
