@@ -35,7 +35,14 @@ from processors.conversations.rules import (
     service_window_key,
 )
 from processors.dead_letters import poison_letter
-from processors.engine.job import Output, PartitionBatch, Table, key_text, record_time_ms
+from processors.engine.job import (
+    Output,
+    PartitionBatch,
+    Table,
+    json_value,
+    key_text,
+    record_time_ms,
+)
 from processors.normalize import canonical
 from processors.normalize.records import InboundMessage, Receipt, record_from_value
 from wapipe import topics
@@ -104,7 +111,7 @@ class ConversationsJob:
     def _route(self, batch: PartitionBatch) -> None:
         source = "inbound" if batch.topic == self.inbound else "receipt"
         for record in batch.records:
-            routed = self._pair_event(source, _json(record))
+            routed = self._pair_event(source, json_value(record))
             if routed is None:
                 continue
             pair, event = routed
@@ -136,7 +143,7 @@ class ConversationsJob:
 
     def _fold(self, batch: PartitionBatch) -> None:
         now = datetime.now(UTC)
-        pairs = [(key_text(record), _json(record)) for record in batch.records]
+        pairs = [(key_text(record), json_value(record)) for record in batch.records]
         table = batch.table(_PAIRS)
         stored = table.get_many({pair.encode() for pair, _ in pairs})
         fold = PairFold({key.decode(): load_conversation(value) for key, value in stored.items()
@@ -166,8 +173,3 @@ class ConversationsJob:
 
 def create_job(settings: Settings, registry: CollectorRegistry) -> ConversationsJob:
     return ConversationsJob(settings, registry)
-
-
-def _json(record: Message) -> dict[str, Any]:
-    value: dict[str, Any] = orjson.loads(record.value() or b"")
-    return value

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import orjson
 
-from processors.funnel.state import FAILURE_STATES, Attribute
+from processors.funnel.state import FAILURE_STATES, Attribute, earliest
 from processors.funnel.windows import (
     FREEFORM_OUTSIDE,
     FREEFORM_OUTSIDE_FAILED,
@@ -172,7 +172,7 @@ def merge_outbound(
         first_at=min(base.first_at, at),
         free_form=base.free_form and free_form,
         window_failure=base.window_failure or window_failure,
-        sent_at=_earliest(base.sent_at, at) if observation.sent else base.sent_at,
+        sent_at=earliest(base.sent_at, at) if observation.sent else base.sent_at,
         sub_account_id=_first(base.sub_account_id, at, observation.sub_account_id),
         country=_first(base.country, at, observation.country),
     )
@@ -337,10 +337,6 @@ def load_conversation(data: bytes | str) -> Conversation:
 @lru_cache(maxsize=4096)  # an inbound message's time is merged once per redelivery
 def _window_end(at: str) -> str:
     return canonical.format_timestamp(canonical.parse_timestamp(at, "at") + SERVICE_WINDOW)
-
-
-def _earliest(known: str | None, at: str) -> str:
-    return at if known is None or at < known else known
 
 
 def _first(known: Attribute | None, at: str, value: str | None) -> Attribute | None:

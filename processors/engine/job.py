@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import confluent_kafka
+import orjson
 from confluent_kafka import Message
 
 from processors.engine.state.view import TableView
@@ -60,6 +61,12 @@ def header(record: Message, name: str) -> str | None:
 def key_text(record: Message) -> str:
     """A consumed record's key as text ("" when it has none)."""
     return (record.key() or b"").decode()
+
+
+def json_value(record: Message) -> dict[str, Any]:
+    """A consumed record's value, a JSON object (as every job's topics hold)."""
+    value: dict[str, Any] = orjson.loads(record.value() or b"")
+    return value
 
 
 def record_time_ms(record: Message) -> int | None:

@@ -30,7 +30,15 @@ from prometheus_client import CollectorRegistry
 
 from processors.alerts import alert_value
 from processors.dead_letters import poison_letter
-from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text, record_time_ms
+from processors.engine.job import (
+    Output,
+    PartitionBatch,
+    Table,
+    Timer,
+    json_value,
+    key_text,
+    record_time_ms,
+)
 from processors.funnel.batch import MessageFold, SubAccountWindow, TotalsFold
 from processors.funnel.billing import BillingKey, billing_record, sum_deltas
 from processors.funnel.metrics import FunnelMetrics, WindowGauges
@@ -105,7 +113,7 @@ class FunnelJob:
     # --- the three hops ------------------------------------------------------------------------
     def _rekey_replies(self, batch: PartitionBatch) -> None:
         for record in batch.records:
-            link = observe_reply(record_from_value(InboundMessage, _json(record)))
+            link = observe_reply(record_from_value(InboundMessage, json_value(record)))
             if link is not None:
                 umid, observation = link
                 batch.send(self.replies, umid.encode(), orjson.dumps(observation),
@@ -117,10 +125,10 @@ class FunnelJob:
         observations: list[tuple[str, Observation]] = []
         for record in batch.records:
             if is_receipt:
-                receipt = record_from_value(Receipt, _json(record))
+                receipt = record_from_value(Receipt, json_value(record))
                 observations.append((receipt.umid, observe_receipt(receipt)))
             else:
-                observations.append((key_text(record), Observation(**_json(record))))
+                observations.append((key_text(record), Observation(**json_value(record))))
         if is_receipt:
             self.metrics.observations.labels("status").inc(len(observations))
         messages = batch.table(_MESSAGES)
@@ -149,7 +157,7 @@ class FunnelJob:
         deltas: list[dict[str, Any]] = []
         billing: list[dict[str, Any]] = []
         for message in batch.records:
-            delta = _json(message)
+            delta = json_value(message)
             (billing if "billing" in delta else deltas).append(delta)
         if billing:
             self._sum_billing(batch, billing)
@@ -200,11 +208,6 @@ class FunnelJob:
 
 def create_job(settings: Settings, registry: CollectorRegistry) -> FunnelJob:
     return FunnelJob(settings, registry)
-
-
-def _json(record: Message) -> dict[str, Any]:
-    value: dict[str, Any] = orjson.loads(record.value() or b"")
-    return value
 
 
 def _subaccount_window(value: bytes) -> SubAccountWindow:

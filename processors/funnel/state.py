@@ -153,14 +153,14 @@ def merge(state: MessageState, observation: Observation) -> MessageState:
     """`state` with `observation` taken into account (commutative, associative, idempotent)."""
     changes: dict[str, object] = {"last_event_at": _latest(state.last_event_at, observation.at)}
     if observation.state == REPLIED:
-        changes["replied_at"] = _earliest(state.replied_at, observation.at)
+        changes["replied_at"] = earliest(state.replied_at, observation.at)
     elif observation.state in FAILURE_STATES:
         changes["failure"] = _first_observation(state.failure, observation)
     stage = observation.stage
     for reached, field in ((Stage.QUEUED, "queued_at"), (Stage.SENT, "sent_at"),
                            (Stage.DELIVERED, "delivered_at"), (Stage.READ, "read_at")):  # fmt: skip
         if stage >= reached:
-            changes[field] = _earliest(getattr(state, field), observation.at)
+            changes[field] = earliest(getattr(state, field), observation.at)
     if stage is not Stage.NONE:
         current = state.furthest
         if current is None or stage > current.stage:
@@ -177,7 +177,8 @@ def merge(state: MessageState, observation: Observation) -> MessageState:
     return replace(state, **changes)  # type: ignore[arg-type]
 
 
-def _earliest(current: str | None, candidate: str) -> str:
+def earliest(current: str | None, candidate: str) -> str:
+    """The earlier of two canonical times, the first when there is none."""
     return candidate if current is None or candidate < current else current
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 from confluent_kafka import Message
@@ -30,7 +29,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from processors.alerts import alert_value
 from processors.dead_letters import poison_letter
-from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text, record_time_ms
+from processors.engine.job import (
+    Output,
+    PartitionBatch,
+    Table,
+    Timer,
+    json_value,
+    key_text,
+    record_time_ms,
+)
 from processors.funnel.state import Attribute
 from processors.limits.rules import ReachSteps, add_steps
 from processors.limits.senders import (
@@ -150,7 +157,7 @@ class LimitsJob:
     # --- the three hops ------------------------------------------------------------------------
     def _route_channels(self, batch: PartitionBatch) -> None:
         for record in batch.records:
-            message = record_from_value(InboundMessage, _json(record))
+            message = record_from_value(InboundMessage, json_value(record))
             at = message.occurred_at or message.received_at
             if (message.echo or message.channel not in (None, "whatsapp")
                     or not message.sub_account_id or not message.channel_id or not at):  # fmt: skip
@@ -166,7 +173,7 @@ class LimitsJob:
         changes: dict[str, ReachSteps] = {}
         channels: dict[str, Attribute | None] = {}
         for record in batch.records:
-            sub_account, value = key_text(record), _json(record)
+            sub_account, value = key_text(record), json_value(record)
             if sub_account not in channels:
                 channels[sub_account] = stored.get(sub_account, Sender()).channel
             if "reach" in value:
@@ -195,7 +202,7 @@ class LimitsJob:
             if key not in subjects:
                 found = stored.get(key.encode())
                 subjects[key] = load_subject(found) if found else Subject()
-            value = _json(record)
+            value = json_value(record)
             if batch.topic == self.phone_state:
                 subjects[key] = replace(subjects[key], tier=value.get("currentLimit"))
             else:
@@ -226,8 +233,3 @@ class LimitsJob:
 
 def create_job(settings: Settings, registry: CollectorRegistry) -> LimitsJob:
     return LimitsJob(settings, registry)
-
-
-def _json(record: Message) -> dict[str, Any]:
-    value: dict[str, Any] = orjson.loads(record.value() or b"")
-    return value

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from processors.alerts import Alert, alert_value
 from processors.dead_letters import poison_letter
-from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text
+from processors.engine.job import Output, PartitionBatch, Table, Timer, json_value, key_text
 from processors.history import load_state
 from processors.keyed_state import KeyedBatch, StateRecords
 from processors.normalize import canonical
@@ -103,7 +103,7 @@ class PhonesJob:
         keyed = KeyedBatch(batch, self.records, (key_text(record) for record in batch.records))
         for record in batch.records:
             number = key_text(record)
-            event = record_from_value(PhoneEvent, orjson.loads(record.value() or b""))
+            event = record_from_value(PhoneEvent, json_value(record))
             outcome = apply(keyed.state(number), event)
             label = outcome.ignored or ("reordered" if outcome.reordered else "applied")
             self.metrics.events.labels(label).inc()
@@ -124,7 +124,7 @@ class PhonesJob:
 
     def _account_alerts(self, batch: PartitionBatch) -> None:
         for record in batch.records:
-            event = record_from_value(AccountEvent, orjson.loads(record.value() or b""))
+            event = record_from_value(AccountEvent, json_value(record))
             alerts = account_alerts(event)
             self.metrics.events.labels("account").inc()
             for alert in alerts:

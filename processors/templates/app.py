@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from processors.alerts import Alert
 from processors.dead_letters import poison_letter
-from processors.engine.job import Output, PartitionBatch, Table, Timer, key_text
+from processors.engine.job import Output, PartitionBatch, Table, Timer, json_value, key_text
 from processors.history import load_state
 from processors.keyed_state import KeyedBatch, StateRecords
 from processors.normalize import canonical
@@ -115,7 +115,7 @@ class TemplatesJob:
         keyed = KeyedBatch(batch, self.records, (key_text(record) for record in batch.records))
         for record in batch.records:
             template_id = key_text(record)
-            event = record_from_value(TemplateEvent, orjson.loads(record.value() or b""))
+            event = record_from_value(TemplateEvent, json_value(record))
             outcome = apply(keyed.state(template_id), event, self.policy)
             label = outcome.ignored or ("reordered" if outcome.reordered else "applied")
             self.metrics.events.labels(label).inc()
