@@ -129,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_status(commands)
     _add_logs(commands)
+    _add_replay(commands)
 
     simulate = commands.add_parser(
         "simulate",
@@ -303,6 +304,49 @@ def _add_logs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                       help="only the last N lines (default: all; 10 with -f)")  # fmt: skip
     logs.add_argument("--json", action="store_true", help="the raw JSON lines")
     logs.set_defaults(handler=_logs)
+
+
+_REPLAY_DESCRIPTION = """\
+Copy the retained raw topic of this prefix (WAPIPE_TOPIC_PREFIX) into the raw topic of
+the prefix NEW, after creating every topic of NEW, so that a pipeline started on NEW
+derives every topic again from the events (Kappa-style reprocessing). Each record keeps
+its partition, key, value, timestamp and headers, in order. The range is fixed at the
+start, so the copy ends while the ingesters keep writing. Refused when NEW's raw topic
+already holds records (a replay is never appended twice) or has another partition count.
+
+TIME: ISO 8601 (2026-12-01T00:00:00Z; UTC without an offset) or an age such as 3d or
+12h (s, m, h, d, w): now minus it. On the records' Kafka timestamps.
+
+Exit status: 0 copied; 1 refused or failed; 2 bad usage or settings.
+The procedure: docs/operations.md, "Replaying the raw events".
+"""
+
+
+def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = commands.add_parser(
+        "replay",
+        help="copy the raw topic into a new topic prefix, for a fresh pipeline to re-derive "
+        "every topic from the events",
+        description=_REPLAY_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    replay.add_argument(
+        "--to-prefix", required=True, metavar="NEW",
+        help="the topic prefix to replay into (not the current one)",
+    )  # fmt: skip
+    replay.add_argument(
+        "--from", dest="since", metavar="TIME",
+        help="only records stamped at or after TIME (default: the oldest)",
+    )  # fmt: skip
+    replay.add_argument(
+        "--to", dest="until", metavar="TIME",
+        help="only records stamped before TIME (default: up to the newest at the start)",
+    )  # fmt: skip
+    replay.add_argument(
+        "--yes", action="store_true",
+        help="do not ask for confirmation (needed without a terminal)",
+    )  # fmt: skip
+    replay.set_defaults(handler=_replay)
 
 
 def _worker_endpoint(jobs: tuple[str, ...]) -> Callable[[str], tuple[str, str]]:
@@ -507,6 +551,16 @@ def _tail(settings: Settings, arguments: argparse.Namespace) -> int:
         print(f"wapipe tail: {problem}", file=sys.stderr)
         return 1
     return tail_command(settings, arguments)
+
+
+def _replay(settings: Settings, arguments: argparse.Namespace) -> int:
+    from wapipe.logs import configure_logging
+    from wapipe.replay import ReplayRequest, run_replay
+
+    configure_logging(settings, service="replay")  # librdkafka's warnings, as our other lines
+    request = ReplayRequest(to_prefix=arguments.to_prefix, since=arguments.since,
+                            until=arguments.until, confirmed=arguments.yes)  # fmt: skip
+    return run_replay(settings, request)
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
