@@ -197,6 +197,16 @@ class Settings(BaseSettings):
         "each). Larger batches spread the transaction's fixed cost (a few ms) over more "
         "events under a backlog; when traffic is light a batch closes after 50 ms anyway.",
     )
+    processor_max_drift_seconds: float = Field(
+        600.0,
+        ge=1,
+        le=86_400,
+        description="How far ahead in stream time (event time) a processor reads one source "
+        "partition of the slowest one it is still reading; faster ones wait. It keeps the "
+        "topics a job re-keys nearly in event-time order when it reads at full speed (a "
+        "replay, a backlog), so that late-event rules (WAPIPE_FUNNEL_WINDOW_DAYS) drop "
+        "nothing a live run kept. Keep it far below those grace periods.",
+    )
     processor_instance: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._-]{1,100}$",
@@ -309,7 +319,9 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         description="How often the limits worker re-evaluates every number (customers "
-        "leave the 24-hour window with time alone).",
+        "leave the 24-hour window with time alone): every this many seconds of stream time "
+        "(event time), and of the wall clock on partitions it has read to their end, as of "
+        "the stream time.",
     )
     billing_rate_card: Path | None = Field(
         None,
@@ -326,7 +338,12 @@ class Settings(BaseSettings):
         3, ge=1, le=10, description="The RED strike that disables a template for good."
     )
     template_pause_check_seconds: float = Field(
-        30.0, gt=0, le=3600, description="How often the templates worker looks for ended pauses."
+        30.0,
+        gt=0,
+        le=86_400,
+        description="How often the templates worker looks for ended pauses: every this many "
+        "seconds of stream time (event time), and of the wall clock on partitions it has read "
+        "to their end.",
     )
 
     # --- Logs -----------------------------------------------------------------------

@@ -54,6 +54,9 @@ class FloorJob:
     def dead_letter(self, record: Message, error: BaseException) -> Output:
         return Output(self.deadletter, record.key(), record.value())
 
+    def partitions_revoked(self, partitions: frozenset[int]) -> None:
+        pass
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

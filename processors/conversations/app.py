@@ -18,7 +18,8 @@ offsets it read, so every record between them is written once):
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import collections
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -107,18 +108,28 @@ class ConversationsJob:
     def dead_letter(self, record: Message, error: BaseException) -> Output:
         return poison_letter(record, error, self.deadletter)
 
+    def partitions_revoked(self, partitions: frozenset[int]) -> None:
+        pass  # nothing kept in memory per partition
+
     # --- the two hops ------------------------------------------------------------------------
     def _route(self, batch: PartitionBatch) -> None:
         source = "inbound" if batch.topic == self.inbound else "receipt"
+        outcomes: collections.Counter[str] = collections.Counter()
         for record in batch.records:
-            routed = self._pair_event(source, json_value(record))
+            outcome, routed = self._pair_event(source, json_value(record))
+            outcomes[outcome] += 1
             if routed is None:
                 continue
             pair, event = routed
             batch.send(self.events, pair.encode(), orjson.dumps(event),
                        timestamp_ms=record_time_ms(record))  # fmt: skip
+        for outcome, count in outcomes.items():
+            batch.count(self.metrics.routed.labels(source, outcome), count)
 
-    def _pair_event(self, source: str, value: dict[str, Any]) -> tuple[str, Event] | None:
+    def _pair_event(
+        self, source: str, value: dict[str, Any]
+    ) -> tuple[str, tuple[str, Event] | None]:
+        """(outcome, (pair, its event) when routed)."""
         event: Event | None
         if source == "inbound":
             message = record_from_value(InboundMessage, value)
@@ -133,42 +144,36 @@ class ConversationsJob:
                 receipt.msisdn, receipt.channel_user_id)  # fmt: skip
             event = None if observation is None else receipt_event(receipt.umid, observation)
         if event is None:
-            self.metrics.routed.labels(source, "not_applicable").inc()
-            return None
+            return "not_applicable", None
         if not sub_account or not customer:
-            self.metrics.routed.labels(source, "no_pair").inc()
-            return None
-        self.metrics.routed.labels(source, "routed").inc()
-        return service_window_key(sub_account, customer), event
+            return "no_pair", None
+        return "routed", (service_window_key(sub_account, customer), event)
 
     def _fold(self, batch: PartitionBatch) -> None:
-        now = datetime.now(UTC)
         pairs = [(key_text(record), json_value(record)) for record in batch.records]
         table = batch.table(_PAIRS)
         stored = table.get_many({pair.encode() for pair, _ in pairs})
         fold = PairFold({key.decode(): load_conversation(value) for key, value in stored.items()
-                         if value is not None},
-                        canonical.format_timestamp(now - self.retention))  # fmt: skip
-        for pair, event in pairs:
-            fold.add(pair, event)
+                         if value is not None}, self.retention)  # fmt: skip
+        for (pair, event), at in zip(pairs, batch.record_stream_times(), strict=True):
+            fold.add(pair, event, at)
         service_windows = fold.service_windows()
         for pair, record in service_windows.items():
             last_inbound_at = str(record["lastInboundAt"])  # a record has had an inbound
             batch.send(self.service_windows, pair.encode(), orjson.dumps(record),
                        timestamp_ms=canonical.timestamp_ms(last_inbound_at))  # fmt: skip
-        self.metrics.service_windows.inc(len(service_windows))
-        deltas, late = fold.window_deltas(now, self.final_after)
-        for window, counts in deltas.items():
+        batch.count(self.metrics.service_windows, len(service_windows))
+        deltas, late = fold.window_deltas(self.final_after)
+        for window, counts in deltas.items():  # stamped with the stream time, as the funnel's
             batch.send(self.deltas, window.sub_account_id.encode(),
-                       orjson.dumps({"window": window.encode(), "counts": counts}),
-                       timestamp_ms=canonical.timestamp_ms(window.start))  # fmt: skip
+                       orjson.dumps({"window": window.encode(), "counts": counts}))  # fmt: skip
         for sub_account, reach in fold.reach_deltas().items():
             batch.send(self.senders, sub_account.encode(), orjson.dumps({"reach": reach}))
         for pair, state in fold.to_store().items():
             table.put(pair.encode(), dump_conversation(state))
-        self.metrics.events.labels("merged").inc(len(pairs) - fold.stale)
-        self.metrics.events.labels("stale").inc(fold.stale)
-        self.metrics.late_changes.inc(late)
+        batch.count(self.metrics.events.labels("merged"), len(pairs) - fold.stale)
+        batch.count(self.metrics.events.labels("stale"), fold.stale)
+        batch.count(self.metrics.late_changes, late)
 
 
 def create_job(settings: Settings, registry: CollectorRegistry) -> ConversationsJob:

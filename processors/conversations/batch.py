@@ -11,9 +11,10 @@ are taken across merges only, never across a prune (`rules.prune` says why).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from processors.conversations.rules import (
@@ -26,8 +27,16 @@ from processors.conversations.rules import (
     prune,
     service_window_value,
 )
-from processors.funnel.windows import Counts, WindowKey, decode_id, summed_changes
+from processors.funnel.windows import (
+    Change,
+    Counts,
+    Step,
+    WindowKey,
+    decode_id,
+    summed_changes,
+)
 from processors.limits.rules import ReachSteps, add_steps, reach_intervals, step_changes, steps
+from processors.normalize import canonical
 
 Event = dict[str, Any]  # a record of conversations.events: {"inbound": at} or {"umid", "receipt"}
 
@@ -44,24 +53,33 @@ def event_time(event: Event) -> str:
     return str(event["inbound"] if "inbound" in event else event["receipt"]["at"])
 
 
+_END = "9999"  # later than any canonical time
+
+
 @dataclass
 class PairFold:
     stored: Mapping[str, Conversation]  # pair key -> its state before the batch (those stored)
-    horizon: str  # events older than this are stale: refused (the states forgot that far back)
+    retention: timedelta  # how far back of stream time the states remember
     changed: dict[str, Conversation] = field(default_factory=dict)  # pair key -> its new state
+    # pair key -> the events that changed it, each with its record's stream time
+    observed: dict[str, list[tuple[Event, datetime | None]]] = field(default_factory=dict)
+    horizon: str = ""  # the latest horizon: events older than it were stale (refused)
     stale: int = 0
 
-    def add(self, pair: str, event: Event) -> None:
-        if event_time(event) < self.horizon:
-            self.stale += 1
-            return
+    def add(self, pair: str, event: Event, stream_time: datetime | None = None) -> None:
+        """Merge `event`, whose record came at `stream_time`: refused as stale when older
+        than `retention` before it (the states forgot that far back)."""
+        if stream_time is not None:
+            horizon = canonical.format_timestamp(stream_time - self.retention)
+            self.horizon = max(self.horizon, horizon)
+            if event_time(event) < horizon:
+                self.stale += 1
+                return
         before = self.changed.get(pair) or self.stored.get(pair) or Conversation()
-        if "inbound" in event:
-            after = merge_inbound(before, event["inbound"])
-        else:
-            after = merge_outbound(before, event["umid"], OutboundObservation(**event["receipt"]))
+        after = _merged(before, event)
         if after != before:
             self.changed[pair] = after
+            self.observed.setdefault(pair, []).append((event, stream_time))
 
     def service_windows(self) -> dict[str, dict[str, object]]:
         """pair key -> its `whatsapp.service_windows` record, for the pairs whose record
@@ -75,16 +93,29 @@ class PairFold:
                 records[pair] = record
         return records
 
-    def window_deltas(
-        self, now: datetime, final_after: timedelta
-    ) -> tuple[dict[WindowKey, Counts], int]:
+    def window_deltas(self, final_after: timedelta) -> tuple[dict[WindowKey, Counts], int]:
         """The batch's change to each funnel window's outside-window counts, and how many
-        changes were dropped because their window was final."""
-        return summed_changes(
-            ((outside_window_contributions(self.stored.get(pair) or Conversation()),
-              outside_window_contributions(after)) for pair, after in self.changed.items()),
-            now, final_after,
-        )  # fmt: skip
+        changes were dropped because their window was final at their record's stream time."""
+        return summed_changes((self._change(pair, after) for pair, after in self.changed.items()),
+                              final_after)  # fmt: skip
+
+    def _change(self, pair: str, after: Conversation) -> Change[WindowKey]:
+        observed = self.observed[pair]
+        before = outside_window_contributions(self.stored.get(pair) or Conversation())
+        earliest = min(min(event_time(event) for event, _ in observed),
+                       min((window.start for window in before), default=_END))  # fmt: skip
+        return Change(before, outside_window_contributions(after), observed[0][1],
+                      observed[-1][1], earliest, partial(self._steps, pair))  # fmt: skip
+
+    def _steps(self, pair: str) -> Iterator[Step[WindowKey]]:
+        """The pair's outside-window change event by event, each with its stream time."""
+        state = self.stored.get(pair) or Conversation()
+        contributed = outside_window_contributions(state)
+        for event, at in self.observed[pair]:
+            state = _merged(state, event)
+            after = outside_window_contributions(state)
+            yield contributed, after, at
+            contributed = after
 
     def reach_deltas(self) -> dict[str, ReachSteps]:
         """sub-account -> the batch's change to its customers' reach (processors/limits):
@@ -101,6 +132,12 @@ class PairFold:
     def to_store(self) -> dict[str, Conversation]:
         """The changed states as the table keeps them: without what ended before the horizon."""
         return {pair: prune(state, self.horizon) for pair, state in self.changed.items()}
+
+
+def _merged(state: Conversation, event: Event) -> Conversation:
+    if "inbound" in event:
+        return merge_inbound(state, event["inbound"])
+    return merge_outbound(state, event["umid"], OutboundObservation(**event["receipt"]))
 
 
 def _reach(state: Conversation) -> ReachSteps:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import confluent_kafka
@@ -75,15 +76,52 @@ def record_time_ms(record: Message) -> int | None:
     return at if kind != confluent_kafka.TIMESTAMP_NOT_AVAILABLE and at >= 0 else None
 
 
+class Countable(Protocol):
+    """A Prometheus counter, or one of its labelled children."""
+
+    def inc(self, amount: float = 1) -> None: ...
+
+
 @dataclass
 class PartitionBatch:
-    """One partition's share of a batch: its records, its tables, what it sends."""
+    """One partition's share of a batch: its records, its tables, what it sends, and the
+    stream time of its source partition (`processors.engine.stream_time`): the highest
+    event time of its records so far, this batch's included (epoch ms; None before any
+    record with a timestamp). Rules decide with it, never with the wall clock.
+    `source_times` holds the stream time of each source's partition of this number, for
+    a rule that follows another hop's clock; `caught_up` (timers' batches) whether every
+    one of them has been read to its end."""
 
     topic: str
     partition: int
     records: list[Message]
     tables: dict[str, TableView]
+    stream_time_ms: int | None = None
+    source_times: Mapping[str, int] = field(default_factory=dict)
+    caught_up: bool = False
+    first_stream_time_ms: int | None = None  # the source partition's, before these records
     outputs: list[Output] = field(default_factory=list)
+    counts: list[tuple[Countable, float]] = field(default_factory=list)
+
+    @property
+    def stream_time(self) -> datetime | None:
+        return _datetime(self.stream_time_ms)
+
+    def record_stream_times(self) -> list[datetime | None]:
+        """The stream time at each record, in order: the highest event time up to and
+        including it (Kafka Streams' stream time as each record is processed). A rule
+        that decides per record with it decides alike however the records are batched."""
+        latest, times = self.first_stream_time_ms, []
+        for record in self.records:
+            at = record_time_ms(record)
+            if at is not None and (latest is None or at > latest):
+                latest = at
+            times.append(_datetime(latest))
+        return times
+
+    def stream_time_of(self, topic: str) -> datetime | None:
+        """The stream time of `topic`'s partition of this number (None before any record)."""
+        return _datetime(self.source_times.get(topic))
 
     def table(self, name: str) -> TableView:
         return self.tables[name]
@@ -92,18 +130,30 @@ class PartitionBatch:
         self, topic: str, key: bytes | None, value: bytes | None, *,
         timestamp_ms: int | None = None, headers: Headers | None = None,
     ) -> None:  # fmt: skip
-        self.outputs.append(Output(topic, key, value, timestamp_ms, headers))
+        """Send a record; without `timestamp_ms`, it is stamped with the stream time (as
+        Kafka Streams stamps a punctuator's records), so that a replay stamps it alike."""
+        at = self.stream_time_ms if timestamp_ms is None else timestamp_ms
+        self.outputs.append(Output(topic, key, value, at, headers))
+
+    def count(self, counter: Countable, amount: float = 1) -> None:
+        """Count `amount` on `counter` once the batch commits: a batch processed again
+        (after an abort, or record by record around a poison record) counts once."""
+        if amount:
+            self.counts.append((counter, amount))
 
     def fork(self, records: list[Message]) -> PartitionBatch:
         """A batch over some of these records that reads this one's writes and keeps its
         own apart until `merge_into_parent` (a record retried alone after a failure)."""
         tables = {name: view.fork() for name, view in self.tables.items()}
-        return PartitionBatch(self.topic, self.partition, records, tables)
+        return PartitionBatch(self.topic, self.partition, records, tables, self.stream_time_ms,
+                              self.source_times, self.caught_up,
+                              self.first_stream_time_ms)  # fmt: skip
 
     def merge_into(self, parent: PartitionBatch) -> None:
         for view in self.tables.values():
             view.merge_into_parent()
         parent.outputs.extend(self.outputs)
+        parent.counts.extend(self.counts)
 
 
 @dataclass(frozen=True)
@@ -116,15 +166,41 @@ class Table:
 
 
 @dataclass(frozen=True)
-class Timer:
-    """Work that runs every `every_seconds` inside the loop, in the same transaction as
-    what it sends and writes: `run(batches, now)` gets a batch without records for each
-    partition of this worker whose tables are restored (partition -> its batch, whose
-    tables hold this round's writes), and the wall-clock time (epoch seconds). The
-    partitions are all of the worker's, so a timer may also reset gauges over them."""
+class StreamTimer:
+    """Work that decides with time (a window's finality, a retention horizon, a pause's
+    end), run as stream time advances, in the same transaction as what it sends and
+    writes: `run(batches)` gets a batch without records for each partition of this
+    worker whose stream time (that of `source`, the job's first source by default)
+    has moved `every_seconds` past the timer's last run there, or past the first
+    stream time this worker saw there, with that stream time. Idle partitions do not
+    run it: stream time moves only with records. What it does must follow from the
+    state and the stream time alone: a restarted worker runs it at other points."""
 
     every_seconds: float
-    run: Callable[[Mapping[int, PartitionBatch], float], None]
+    run: Callable[[Mapping[int, PartitionBatch]], None]
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class WallClockTimer:
+    """Work that describes the present (gauges, a live view), run every `every_seconds`
+    of the wall clock, in the same transaction as what it sends and writes: `run(batches,
+    now)` gets a batch without records for every partition of this worker whose tables
+    are restored (so it may also reset gauges over them all), and the wall-clock time.
+    It must not decide an id, a count or a window's content: those follow from events.
+    It may decide *when* a partition that is `caught_up` (every record read) emits what
+    its events already imply (a pause's end whose time has come): a replay, still
+    reading, leaves that to stream time until it has caught up too."""
+
+    every_seconds: float
+    run: Callable[[Mapping[int, PartitionBatch], datetime], None]
+
+
+Timer = StreamTimer | WallClockTimer
+
+
+def _datetime(epoch_ms: int | None) -> datetime | None:
+    return None if epoch_ms is None else datetime.fromtimestamp(epoch_ms / 1000, UTC)
 
 
 class Job(Protocol):
@@ -138,3 +214,7 @@ class Job(Protocol):
 
     def dead_letter(self, record: Message, error: BaseException) -> Output:
         """The record for a source record that made `process` raise (a poison record)."""
+
+    def partitions_revoked(self, partitions: frozenset[int]) -> None:
+        """These partitions (numbers) left this worker: drop what is kept of them in
+        memory (cursors, decoded states, gauges). Their tables are closed by the engine."""

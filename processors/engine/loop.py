@@ -30,7 +30,16 @@ Rebalances happen only inside `consume`, between batches, when no transaction is
 open. A newly assigned partition is paused until its stores are restored: first the
 input's committed offsets are read with `require_stable` (read_committed does so),
 which waits until a predecessor's transaction on them has ended, so that the
-changelog's end read next holds everything that predecessor committed.
+changelog's end read next holds everything that predecessor committed. Those offsets
+also carry each source partition's committed stream time (`stream_time`), which the
+partition resumes from. A long restore goes on a slice per round, so the loop keeps
+calling `consume` (the group would otherwise drop a worker silent for
+max.poll.interval.ms, as Quix Streams avoids by polling while it recovers).
+
+Timers (`job.StreamTimer`, `job.WallClockTimer`) run after the round's records, each
+in views of its own: one that raises is logged and counted, its work dropped, and
+the worker goes on (it runs again at its next time). Counters a job counts through
+`PartitionBatch.count`, and the engine's, count committed work only.
 """
 
 from __future__ import annotations
@@ -46,12 +55,21 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from processors.engine import kafka
-from processors.engine.job import Job, PartitionBatch, origin
+from processors.engine.alignment import Clock, ahead
+from processors.engine.job import Job, PartitionBatch, origin, record_time_ms
 from processors.engine.metrics import EngineMetrics, Heartbeat, WebServer
 from processors.engine.state.restore import CheckpointAhead, RestoreError, restore
 from processors.engine.state.store import Store, StoreOptions
 from processors.engine.state.view import TableView
-from processors.engine.transaction import FENCED, RETRY_SECONDS, Transactions, retrying
+from processors.engine.stream_time import StreamTimes
+from processors.engine.timers import Timers
+from processors.engine.transaction import (
+    FENCED,
+    RETRY_SECONDS,
+    StuckThreads,
+    Transactions,
+    retrying,
+)
 from wapipe.logs import get_logger
 
 log = get_logger(__name__)
@@ -76,6 +94,12 @@ class EngineConfig:
     max_failed_batches: int = 5
     # How long the restore and the commit calls may wait for the broker.
     broker_timeout_seconds: float = 60.0
+    # Restoring goes on for at most this long per round, then the loop consumes again
+    # (far below max.poll.interval.ms, after which the group would drop the worker).
+    restore_slice_seconds: float = 10.0
+    # A source partition more than this far ahead in stream time of the slowest one
+    # still being read waits for it (`alignment`); None: no alignment.
+    max_drift_ms: int | None = 600_000
 
 
 class EngineError(Exception):
@@ -109,13 +133,17 @@ class Worker:
         self.transactions = Transactions(config.kafka, config.broker_timeout_seconds,
                                          self.heartbeat.beat, lambda: self._stopping)  # fmt: skip
         self.restorer = kafka.restore_consumer(config.kafka)
-        self.stores: dict[int, dict[str, Store]] = {}  # partition -> table -> its store
+        # partition -> table -> its store; {} for a partition of a job without tables: the
+        # partitions opened (restored, their stream times loaded) and being processed.
+        self.stores: dict[int, dict[str, Store]] = {}
+        self.stream_times = StreamTimes()
         self._to_restore: list[TopicPartition] = []
         self._assigned: set[tuple[str, int]] = set()
+        self._held: set[tuple[str, int]] = set()  # paused by alignment (`_align`)
         self._stopping = False
         self._polled = False
         self._failed_batches = 0
-        self._timers_due = [time.monotonic() + timer.every_seconds for timer in job.timers]
+        self.timers = Timers(job.name, job.timers, job.sources[0], self.metrics.timer_errors)
         self._gauges_due = self._memory_due = 0.0
 
     # --- running ------------------------------------------------------------------------------
@@ -155,26 +183,53 @@ class Worker:
         self._polled = True
         started = time.perf_counter()
         groups = self._by_partition(messages)
+        before = {key: self.stream_times.of_source(*key) for key in groups}
+        for (topic, partition), polled in groups.items():
+            self.stream_times.advance(topic, partition, polled)
         views: Views = {}
-        batches = [self._process(topic, partition, records, self._views(views, partition))
+        batches = [self._process(topic, partition, records, self._views(views, partition),
+                                 before[(topic, partition)])
                    for (topic, partition), records in groups.items()]  # fmt: skip
         batches += self._run_timers(views)
         if groups or any(batch.outputs for batch in batches) or _written(views):
-            offsets = [TopicPartition(topic, partition, origin(records[-1])[2] + 1)
+            offsets = [self.stream_times.offset(topic, partition, origin(records[-1])[2] + 1)
                        for (topic, partition), records in groups.items()]  # fmt: skip
             try:
                 checkpoints = self._commit(batches, views, offsets)
             except _Aborted:
+                self._forget_batch()
                 self._rewind(groups)
             except _StartedOver:
-                pass
+                self._forget_batch()
             else:
-                self._store(views, checkpoints)
+                self._committed(batches, views, checkpoints)
                 records = sum(map(len, groups.values()))
                 self.metrics.records.inc(records)
                 self.metrics.batch_records.observe(records)
                 self.metrics.batch_duration.observe(time.perf_counter() - started)
+        else:  # nothing read, sent or written: a timer that ran did nothing to commit
+            self._committed(batches, views, {})
+        self._align()
         self._update_gauges()
+
+    def _committed(
+        self, batches: list[PartitionBatch], views: Views,
+        checkpoints: Mapping[tuple[str, int], int],
+    ) -> None:  # fmt: skip
+        """The round's transaction committed: store its writes, take its stream times and
+        timers' due points, count its counts."""
+        self._store(views, checkpoints)
+        self.stream_times.committed()
+        self.timers.committed()
+        for batch in batches:
+            for counter, amount in batch.counts:
+                counter.inc(amount)
+
+    def _forget_batch(self) -> None:
+        """The round's work is dropped (aborted, or nothing to commit): its stream times
+        and its timers' due points with it."""
+        self.stream_times.aborted()
+        self.timers.aborted()
 
     def _by_partition(self, messages: list[Message]) -> dict[tuple[str, int], list[Message]]:
         groups: dict[tuple[str, int], list[Message]] = {}
@@ -201,21 +256,23 @@ class Worker:
         """The round's views of `partition`'s tables, shared by all its sources' records."""
         found = views.get(partition)
         if found is None:
-            if not self.job.tables:
-                found = {}
-            elif (stores := self.stores.get(partition)) is None:  # paused until restored
+            stores = self.stores.get(partition)
+            if stores is None:  # paused until opened
                 raise EngineError(f"records of partition {partition} before its restore")
-            else:
-                found = {name: TableView(store) for name, store in stores.items()}
+            found = {name: TableView(store) for name, store in stores.items()}
             views[partition] = found
         return found
 
     def _process(
-        self, topic: str, partition: int, records: list[Message], views: dict[str, TableView]
-    ) -> PartitionBatch:
+        self, topic: str, partition: int, records: list[Message], views: dict[str, TableView],
+        stream_time_before: int | None,
+    ) -> PartitionBatch:  # fmt: skip
         """The job's work on one partition's records; its writes join the round's views
         only if it succeeds."""
-        batch = PartitionBatch(topic, partition, records, views)
+        batch = PartitionBatch(topic, partition, records, views,
+                               self.stream_times.of_source(topic, partition),
+                               self.stream_times.of_partition(partition),
+                               first_stream_time_ms=stream_time_before)  # fmt: skip
         attempt = batch.fork(records)
         try:
             self.job.process(attempt)
@@ -226,12 +283,16 @@ class Worker:
         else:
             attempt.merge_into(batch)
             return batch
+        before = stream_time_before
         for record in records:
             alone = batch.fork([record])
+            alone.first_stream_time_ms = before  # the stream time the records before it brought
+            at = record_time_ms(record)
+            before = at if before is None or (at is not None and at > before) else before
             try:
                 self.job.process(alone)
             except Exception as error:
-                self.metrics.poison.inc()
+                batch.count(self.metrics.poison)
                 log.error("poison record sent to the dead letters", job=self.job.name,
                           topic=record.topic(), partition=partition, offset=record.offset(),
                           error=repr(error), exc_info=True)  # fmt: skip
@@ -241,17 +302,52 @@ class Worker:
         return batch
 
     def _run_timers(self, views: Views) -> list[PartitionBatch]:
-        now = time.monotonic()
-        due = [i for i, at in enumerate(self._timers_due) if at <= now]
-        if not due:
-            return []
-        source = self.job.sources[0]
-        restored = {partition: PartitionBatch(source, partition, [], self._views(views, partition))
-                    for partition in self.stores}  # timers are stateful work  # fmt: skip
-        for index in due:
-            self.job.timers[index].run(restored, time.time())
-            self._timers_due[index] = now + self.job.timers[index].every_seconds
-        return list(restored.values())
+        """Run the timers that are due (`timers`), each partition's batch without records
+        reading and writing the round's views."""
+        batches: list[PartitionBatch] = []
+
+        def batch_of(partition: int, source: str, caught_up: bool) -> PartitionBatch:
+            times = self.stream_times.of_partition(partition)
+            batch = PartitionBatch(source, partition, [], self._views(views, partition),
+                                   times.get(source), times, caught_up)  # fmt: skip
+            batches.append(batch)
+            return batch
+
+        self.timers.run(self.stores, self.stream_times.of_source, self._caught_up, batch_of)
+        return batches
+
+    def _align(self) -> None:
+        """Hold back the opened source partitions too far ahead of the slowest one still
+        being read, release those no longer ahead (`alignment`)."""
+        max_drift = self.config.max_drift_ms
+        if max_drift is None or not self._assigned:
+            return
+        restoring = {(tp.topic, tp.partition) for tp in self._to_restore}
+        clocks: dict[tuple[str, int], Clock] = {}
+        for tp in self.consumer.position([TopicPartition(t, p) for t, p in self._assigned]):
+            key = (tp.topic, tp.partition)
+            if key in restoring or tp.partition not in self.stores:
+                continue
+            low, end = self.consumer.get_watermark_offsets(tp, cached=True)
+            reading = end > (tp.offset if tp.offset >= 0 else low)
+            clocks[key] = Clock(self.stream_times.of_source(tp.topic, tp.partition), reading)
+        held = ahead(clocks, max_drift)
+        if held - self._held:
+            self.consumer.pause([TopicPartition(t, p) for t, p in held - self._held])
+        if self._held - held:
+            self.consumer.resume([TopicPartition(t, p) for t, p in self._held - held
+                                  if (t, p) in clocks])  # fmt: skip
+        self._held = held
+
+    def _caught_up(self) -> set[int]:
+        """The partition numbers all of whose source partitions here have been read to
+        their end (librdkafka's position passes transaction markers, so lag is 0 then)."""
+        behind: set[int] = set()
+        for tp in self.consumer.position(self.consumer.assignment()):
+            low, end = self.consumer.get_watermark_offsets(tp, cached=True)
+            if end < 0 or (tp.offset < end and not (tp.offset < 0 and low >= end)):
+                behind.add(tp.partition)
+        return set(self.stores) - behind
 
     # --- the transaction ----------------------------------------------------------------------
     def _commit(
@@ -278,6 +374,8 @@ class Worker:
             transactions.commit()
         except KafkaException as exception:
             self._abort(exception)
+        except StuckThreads as stuck:
+            raise EngineError(str(stuck)) from stuck
         transactions.poll()  # serve the delivery reports that carry the checkpoints
         self._failed_batches = 0
         self.metrics.commit_duration.observe(time.perf_counter() - started)
@@ -353,7 +451,9 @@ class Worker:
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else confluent_kafka.OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-        if self.job.tables and assignment:
+        self.stream_times.load(committed)
+        self._held.clear()  # paused until restored, then aligned afresh
+        if assignment:
             self.consumer.pause(assignment)
             self._to_restore = list(assignment)
 
@@ -386,8 +486,8 @@ class Worker:
         log.info("partitions assigned", job=self.job.name,
                  partitions=_names(partitions))  # fmt: skip
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
-        if self.job.tables and partitions:
-            consumer.pause(partitions)  # until their stores are restored
+        if partitions:
+            consumer.pause(partitions)  # until their stores are restored, stream times loaded
             self._to_restore.extend(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -401,8 +501,16 @@ class Worker:
         log.info(f"partitions {kind}", job=self.job.name, partitions=_names(partitions))
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned -= gone
+        self._held -= gone
         self._to_restore = [tp for tp in self._to_restore if (tp.topic, tp.partition) not in gone]
-        self._close_stores([tp.partition for tp in partitions])
+        self.stream_times.forget(gone)
+        # A partition number leaves once none of its sources' partitions is left here.
+        left = frozenset({number for _, number in gone}
+                         - {number for _, number in self._assigned})  # fmt: skip
+        self._close_stores(list(left))
+        self.timers.forget(left)
+        if left:
+            self.job.partitions_revoked(left)
         if self._copartitioned:
             consumer.unassign()  # eager: the whole assignment goes
         else:
@@ -414,24 +522,21 @@ class Worker:
                 store.close()
 
     def _restore(self) -> None:
-        """Restore the stores of the newly assigned partitions, then resume them. A broker
-        error leaves them paused and to restore at the next round (a broker moving its
-        partitions away, or away for a while)."""
+        """Open the newly assigned partitions: load their committed stream times, restore
+        their stores, then resume them. Restoring stops after `restore_slice_seconds`
+        and goes on at the next round (each store keeps what it restored: its
+        checkpoint). A broker error leaves them paused and to restore at the next round
+        (a broker moving its partitions away, or away for a while)."""
         partitions, self._to_restore = self._to_restore, []
+        deadline = time.monotonic() + self.config.restore_slice_seconds
         try:
             # Stable offsets: a predecessor's open transaction on these partitions ends first.
-            self.consumer.committed(partitions, timeout=self.config.broker_timeout_seconds)
+            timeout = self.config.broker_timeout_seconds
+            self.stream_times.load(self.consumer.committed(partitions, timeout=timeout))
             for partition in sorted({tp.partition for tp in partitions} - set(self.stores)):
-                opened: dict[str, Store] = {}
-                try:
-                    for table in self.job.tables:
-                        opened[table.name] = self._restored(table.name, table.ttl_days,
-                                                            partition)  # fmt: skip
-                except BaseException:
-                    for store in opened.values():
-                        store.close()
-                    raise
-                self.stores[partition] = opened
+                opened = self._opened(partition, deadline)
+                if opened is not None:
+                    self.stores[partition] = opened
         except (KafkaException, RestoreError) as exception:
             error = kafka.kafka_error(exception)
             if error is not None and error.fatal():
@@ -444,9 +549,35 @@ class Worker:
             self._to_restore = partitions + self._to_restore
             time.sleep(RETRY_SECONDS)  # the broker's way back is not a condition to await
             return
-        self.consumer.resume(partitions)
+        ready = [tp for tp in partitions if tp.partition in self.stores]
+        self._to_restore = [tp for tp in partitions if tp.partition not in self.stores
+                            ] + self._to_restore  # fmt: skip
+        if ready:
+            self.consumer.resume(ready)
 
-    def _restored(self, table: str, ttl_days: int | None, partition: int) -> Store:
+    def _opened(self, partition: int, deadline: float) -> dict[str, Store] | None:
+        """The partition's stores, restored; None when the deadline came first."""
+        opened: dict[str, Store] = {}
+        try:
+            for table in self.job.tables:
+                store = self._restored(table.name, table.ttl_days, partition, deadline)
+                if store is None:
+                    break
+                opened[table.name] = store
+            else:
+                return opened
+        except BaseException:
+            for store in opened.values():
+                store.close()
+            raise
+        for store in opened.values():  # restored so far; the next round reopens them
+            store.close()
+        return None
+
+    def _restored(self, table: str, ttl_days: int | None, partition: int,
+                  deadline: float) -> Store | None:  # fmt: skip
+        """The table partition's store restored to its changelog's end, or None when the
+        deadline came first (closed: it holds what it restored, up to its checkpoint)."""
         path = self.config.state_dir / f"{table}-{partition}"
         options = StoreOptions(self.config.store.write_buffer_mb,
                                self.config.store.block_cache_mb, ttl_days)  # fmt: skip
@@ -466,7 +597,7 @@ class Worker:
         try:
             try:
                 report = restore(store, self.restorer, changelog, progress,
-                                 self.config.broker_timeout_seconds)  # fmt: skip
+                                 self.config.broker_timeout_seconds, deadline)  # fmt: skip
             except CheckpointAhead as ahead:
                 log.warning("store ahead of its changelog; restoring it from the start",
                             job=self.job.name, table=table, partition=partition,
@@ -474,10 +605,16 @@ class Worker:
                 store.wipe()
                 store = Store(path, options)
                 report = restore(store, self.restorer, changelog, progress,
-                                 self.config.broker_timeout_seconds)  # fmt: skip
+                                 self.config.broker_timeout_seconds, deadline)  # fmt: skip
         except BaseException:
             store.close()  # RocksDB's lock: the next attempt opens it again
             raise
+        if not report.done:
+            log.info("restoring; going on at the next round", job=self.job.name, table=table,
+                     partition=partition, records=report.records, position=report.end,
+                     left=report.left)  # fmt: skip
+            store.close()
+            return None
         remaining.set(0)
         if report.records:
             log.info("table restored", job=self.job.name, table=table, partition=partition,
@@ -494,12 +631,17 @@ class Worker:
         now = time.monotonic()
         if now >= self._gauges_due:
             self._gauges_due = now + _GAUGE_SECONDS
-            lag = self.metrics.consumer_lag
+            lag, stream_time = self.metrics.consumer_lag, self.metrics.stream_time
             lag.clear()
+            stream_time.clear()
             for tp in self.consumer.position(self.consumer.assignment()):
+                labels = (self.job.name, tp.topic, str(tp.partition))
                 _, end = self.consumer.get_watermark_offsets(tp, cached=True)
                 if tp.offset >= 0 and end >= 0:
-                    lag.labels(self.job.name, tp.topic, str(tp.partition)).set(end - tp.offset)
+                    lag.labels(*labels).set(end - tp.offset)
+                at = self.stream_times.of_source(tp.topic, tp.partition)
+                if at is not None:
+                    stream_time.labels(*labels).set(at / 1000)
         if now >= self._memory_due:
             self._memory_due = now + _MEMORY_SECONDS
             totals: dict[tuple[str, str], int] = {}

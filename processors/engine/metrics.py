@@ -69,6 +69,18 @@ class EngineMetrics:
             "Source records that made the job fail, sent to the dead letters.",
             label, registry=registry,
         ).labels(processor)  # fmt: skip
+        self.timer_errors = Counter(
+            "wapipe_processor_timer_errors",
+            "Timer runs that raised (a bug): their work was dropped, the worker went on.",
+            label, registry=registry,
+        ).labels(processor)  # fmt: skip
+        self.stream_time = Gauge(
+            "wapipe_processor_stream_time_seconds",
+            "A source partition's committed stream time (Unix time): the highest event time "
+            "this worker has processed from it. The wall clock minus it is how far behind "
+            "in event time the job is (it stays put while the partition has no traffic).",
+            ["processor", "topic", "partition"], registry=registry,
+        )  # fmt: skip
         self.rebalances = Counter(
             "wapipe_processor_rebalances",
             "Partitions assigned to or taken from this worker, by kind (assigned, revoked, "

@@ -12,7 +12,11 @@ One librdkafka fault is guarded against: after a broker outage,
 own timeout for good (librdkafka issues 5456 and 5511, seen here in
 tests/reliability/test_broker_outage.py). The call runs on a thread of its own and
 is given up on after its timeout and a margin, as a fatal error: the worker then
-starts over with a new producer, which fences the stuck one. And a transaction left
+starts over with a new producer, which fences the stuck one. The stuck call's thread
+cannot be stopped; the next call gets a thread of its own, and should a call hang
+again while a stuck one still has not returned, the worker exits (`StuckThreads`)
+rather than leave a thread behind at every outage: its supervisor restarts it with
+none. And a transaction left
 open through an outage longer than the transaction timeout is aborted by the
 coordinator, which bumps the producer's epoch: librdkafka then reports the producer
 as fenced, though no other worker took over (`outlived_timeout`).
@@ -41,6 +45,12 @@ RETRY_SECONDS = 1.0  # between attempts while the broker is away
 _SEND_OFFSETS_MARGIN_SECONDS = 10.0
 HUNG = confluent_kafka.KafkaError(confluent_kafka.KafkaError._TIMED_OUT,
                                   "send_offsets_to_transaction hung", fatal=True)  # fmt: skip
+
+
+class StuckThreads(Exception):
+    """A call to librdkafka hung while an earlier hung one still holds its thread."""
+
+
 # The fatal errors that mean another worker with our transactional.id took over.
 FENCED = frozenset({confluent_kafka.KafkaError._FENCED, confluent_kafka.KafkaError.PRODUCER_FENCED})
 
@@ -58,6 +68,7 @@ class Transactions:
         self.waiting, self.stopping = waiting, stopping
         self.producer = kafka.producer(options)
         self._offsets_sender = _Caller("send-offsets")
+        self._stuck: _Caller | None = None  # the sender whose call hung, until it returns
         self._began = time.monotonic()
 
     def init(self) -> None:
@@ -102,15 +113,28 @@ class Transactions:
 
     def send_offsets(self, offsets: list[TopicPartition], group_metadata: object) -> None:
         """`send_offsets_to_transaction`, given up on (HUNG, fatal) after its timeout and a
-        margin; the call's thread is then left behind."""
+        margin; the call's thread is then left behind, once: StuckThreads when it hangs
+        again before that thread returned."""
         producer, timeout = self.producer, self.timeout
+        self.send_offsets_call(
+            lambda: producer.send_offsets_to_transaction(offsets, group_metadata, timeout),
+            timeout + _SEND_OFFSETS_MARGIN_SECONDS,
+        )
+
+    def send_offsets_call(self, call: Callable[[], object], timeout: float) -> None:
+        """`call()` on the offsets sender's thread, given up on after `timeout` seconds."""
+        if self._stuck is not None and self._stuck.idle.is_set():
+            self._stuck.stop()  # the hung call returned at last: its thread ends
+            self._stuck = None
         try:
-            self._offsets_sender.call(
-                lambda: producer.send_offsets_to_transaction(offsets, group_metadata, timeout),
-                timeout + _SEND_OFFSETS_MARGIN_SECONDS,
-            )
+            self._offsets_sender.call(call, timeout)
         except concurrent.futures.TimeoutError:
-            self._offsets_sender = _Caller("send-offsets")  # the old one's thread is stuck
+            if self._stuck is not None:
+                raise StuckThreads(
+                    "send_offsets_to_transaction hung while an earlier hung call still holds "
+                    "its thread (librdkafka issues 5456, 5511)"
+                ) from None
+            self._stuck, self._offsets_sender = self._offsets_sender, _Caller("send-offsets")
             raise KafkaException(HUNG) from None
 
     def commit(self) -> None:
@@ -127,6 +151,7 @@ class Transactions:
 
     def close(self) -> None:
         self.producer.flush(5)
+        self._offsets_sender.stop()
 
     def _until_done(self, call: Callable[[], None], what: str) -> None:
         while True:
@@ -163,21 +188,31 @@ class _Caller:
     given up on, and the process still exits."""
 
     def __init__(self, name: str) -> None:
-        self._calls: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = (
+        self._calls: queue.SimpleQueue[tuple[Callable[[], object], Future[object]] | None] = (
             queue.SimpleQueue()
         )
-        threading.Thread(target=self._serve, name=name, daemon=True).start()
+        self.idle = threading.Event()  # cleared while a call runs
+        self.idle.set()
+        self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self.thread.start()
 
     def call(self, call: Callable[[], object], timeout: float) -> object:
         """`call()`'s result; concurrent.futures.TimeoutError after `timeout` seconds."""
         future: Future[object] = Future()
+        self.idle.clear()
         self._calls.put((call, future))
         return future.result(timeout)
 
+    def stop(self) -> None:
+        """End the thread once it is done with the call in hand."""
+        self._calls.put(None)
+
     def _serve(self) -> None:
-        while True:
-            call, future = self._calls.get()
+        while (item := self._calls.get()) is not None:
+            call, future = item
             try:
                 future.set_result(call())
             except BaseException as exception:  # the caller re-raises it
                 future.set_exception(exception)
+            finally:
+                self.idle.set()

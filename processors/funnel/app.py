@@ -21,7 +21,7 @@ reply, delta and total is written once: plain sums are exact (`batch` says why).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -34,7 +34,7 @@ from processors.engine.job import (
     Output,
     PartitionBatch,
     Table,
-    Timer,
+    WallClockTimer,
     json_value,
     key_text,
     record_time_ms,
@@ -80,7 +80,7 @@ class FunnelJob:
             Table(_SUBACCOUNTS, ttl_days=window_days),  # -> {"counts", "alerted"}
             Table(_BILLING, ttl_days=window_days),  # billing window id -> its total counts
         )
-        self.timers = (Timer(_GAUGE_SWEEP_SECONDS, self.sweep_gauges),)
+        self.timers = (WallClockTimer(_GAUGE_SWEEP_SECONDS, self.sweep_gauges),)
         self.message_state = topics.MESSAGE_STATE.name(prefix)
         self.funnel = topics.FUNNEL.name(prefix)
         self.billing = topics.BILLING.name(prefix)
@@ -104,11 +104,15 @@ class FunnelJob:
         else:
             self._merge(batch)
 
-    def sweep_gauges(self, _batches: Mapping[int, PartitionBatch], _now: float) -> None:
-        self.gauges.sweep(datetime.now(UTC))
+    def sweep_gauges(self, _batches: Mapping[int, PartitionBatch], now: datetime) -> None:
+        """The gauges show the current windows: the wall clock says which are current."""
+        self.gauges.sweep(now)
 
     def dead_letter(self, record: Message, error: BaseException) -> Output:
         return poison_letter(record, error, self.deadletter)
+
+    def partitions_revoked(self, partitions: frozenset[int]) -> None:
+        self.gauges.clear()  # the windows of the partitions kept come back with their totals
 
     # --- the three hops ------------------------------------------------------------------------
     def _rekey_replies(self, batch: PartitionBatch) -> None:
@@ -118,7 +122,7 @@ class FunnelJob:
                 umid, observation = link
                 batch.send(self.replies, umid.encode(), orjson.dumps(observation),
                            timestamp_ms=record_time_ms(record))  # fmt: skip
-                self.metrics.observations.labels("reply").inc()
+                batch.count(self.metrics.observations.labels("reply"))
 
     def _merge(self, batch: PartitionBatch) -> None:
         is_receipt = batch.topic == self.status
@@ -130,13 +134,13 @@ class FunnelJob:
             else:
                 observations.append((key_text(record), Observation(**json_value(record))))
         if is_receipt:
-            self.metrics.observations.labels("status").inc(len(observations))
+            batch.count(self.metrics.observations.labels("status"), len(observations))
         messages = batch.table(_MESSAGES)
         stored = messages.get_many({umid.encode() for umid, _ in observations})
         fold = MessageFold({key.decode(): load_state(value) for key, value in stored.items()
-                            if value is not None}, self.final_after, datetime.now(UTC))  # fmt: skip
-        for umid, observation in observations:
-            fold.add(umid, observation)
+                            if value is not None}, self.final_after)  # fmt: skip
+        for (umid, observation), at in zip(observations, batch.record_stream_times(), strict=True):
+            fold.add(umid, observation, at)
         for umid, state in fold.changed.items():
             key = umid.encode()
             batch.send(self.message_state, key, orjson.dumps(message_state_value(state)),
@@ -144,14 +148,15 @@ class FunnelJob:
             messages.put(key, dump_state(state))
         deltas, late_changes = fold.window_deltas()
         billing_deltas, late_billing = fold.billing_deltas()
+        # Stamped with the stream time (the default): the deltas' own stream time then
+        # follows this hop's, as the alignment of the funnel's sources expects.
         for kind, changed in (("window", deltas), ("billing", billing_deltas)):
             for window, counts in changed.items():
                 batch.send(self.deltas, window.sub_account_id.encode(),
-                           orjson.dumps({kind: window.encode(), "counts": counts}),
-                           timestamp_ms=canonical.timestamp_ms(window.start))  # fmt: skip
-        self.metrics.merged.inc(len(observations))
-        self.metrics.state_changes.inc(len(fold.changed))
-        self.metrics.late_changes.inc(late_changes + late_billing)
+                           orjson.dumps({kind: window.encode(), "counts": counts}))  # fmt: skip
+        batch.count(self.metrics.merged, len(observations))
+        batch.count(self.metrics.state_changes, len(fold.changed))
+        batch.count(self.metrics.late_changes, late_changes + late_billing)
 
     def _sum_deltas(self, batch: PartitionBatch) -> None:
         deltas: list[dict[str, Any]] = []
@@ -179,7 +184,7 @@ class FunnelJob:
             batch.send(self.alerts, window.sub_account_id.encode(),
                        orjson.dumps(alert_value(alert)),
                        timestamp_ms=canonical.timestamp_ms(alert.occurred_at))  # fmt: skip
-            self.metrics.alerts.labels(alert.type, window.sub_account_id or "unknown").inc()
+            batch.count(self.metrics.alerts.labels(alert.type, window.sub_account_id or "unknown"))
             self.gauges.show_alert(alert.type, window)
         totals = fold.changed_totals()
         for window_id, counts in totals.items():
@@ -191,7 +196,7 @@ class FunnelJob:
             self.gauges.show(key, record)
         for whole, subaccount in fold.touched_subaccounts.items():
             subaccounts.put(whole.encode(), orjson.dumps(subaccount))
-        self.metrics.window_records.inc(len(totals))
+        batch.count(self.metrics.window_records, len(totals))
 
     def _sum_billing(self, batch: PartitionBatch, deltas: list[dict[str, Any]]) -> None:
         table = batch.table(_BILLING)

@@ -1,10 +1,11 @@
 """One partition batch of the funnel, as two pure folds (no I/O: the job reads and
 writes the tables around them, and tests replay them freely).
 
-- `MessageFold`: observations in; the changed message states, and the batch's
-  changes to the windows out, summed per window (one delta per window and batch).
-  A message's change changes each window it contributes to by `after - before` of its
-  contributions (`windows.changes`), before and after the whole batch.
+- `MessageFold`: observations in, each with the stream time at its record; the changed
+  message states, and the batch's changes to the windows out, summed per window (one
+  delta per window and batch). A message's change changes each window it contributes
+  to by `after - before` of its contributions (`windows.changes`), before and after the
+  whole batch, each change judged final or not at its record's stream time.
 - `TotalsFold`: window deltas in; each touched window's new total, and the rate
   alerts of the sub-accounts' windows, each alert once.
 
@@ -15,36 +16,45 @@ the sum of every delta of its window, written in the transaction that read them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from processors.alerts import Alert
 from processors.funnel.billing import BillingKey, billed_as, billing_contributions
 from processors.funnel.rate_alerts import RateThresholds, rate_alerts, subaccount_key
 from processors.funnel.state import MessageState, Observation, merge
 from processors.funnel.windows import (
+    Change,
     Counts,
     K,
+    Step,
     WindowKey,
     add_counts,
     contributions,
     summed_changes,
 )
 
+_END = "9999"  # later than any canonical time
+
 
 @dataclass
 class MessageFold:
     stored: Mapping[str, MessageState]  # umid -> its state before the batch (those stored)
-    final_after: timedelta
-    now: datetime  # the wall-clock time of the batch: windows final by then take no changes
+    final_after: timedelta  # windows final this long after their end take no changes
     changed: dict[str, MessageState] = field(default_factory=dict)  # umid -> its new state
+    # umid -> the observations that changed it, each with its record's stream time
+    observed: dict[str, list[tuple[Observation, datetime | None]]] = field(default_factory=dict)
 
-    def add(self, umid: str, observation: Observation) -> None:
+    def add(self, umid: str, observation: Observation, stream_time: datetime | None = None) -> None:
+        """Merge `observation`, whose record came at `stream_time` (None: no window is
+        final for it)."""
         before = self.changed.get(umid) or self.stored.get(umid) or MessageState(umid=umid)
         after = merge(before, observation)
         if after != before:  # else a duplicate, or nothing new: no change anywhere
             self.changed[umid] = after
+            self.observed.setdefault(umid, []).append((observation, stream_time))
 
     def window_deltas(self) -> tuple[dict[WindowKey, Counts], int]:
         """The batch's change to each funnel window, and how many changes were dropped
@@ -71,8 +81,27 @@ class MessageFold:
             before = self.stored.get(umid)
             if relevant is not None and before is not None and relevant(before) == relevant(after):
                 continue
-            compared.append((contribute(before) if before is not None else {}, contribute(after)))
-        return summed_changes(compared, self.now, self.final_after)
+            observed = self.observed[umid]
+            contributed = contribute(before) if before is not None else {}
+            earliest = min(min(observation.at for observation, _ in observed),
+                           min((window.start for window in contributed), default=_END))  # fmt: skip
+            compared.append(Change(contributed, contribute(after), observed[0][1],
+                                   observed[-1][1], earliest,
+                                   partial(self._steps, umid, contribute)))  # fmt: skip
+        return summed_changes(compared, self.final_after)
+
+    def _steps(
+        self, umid: str, contribute: Callable[[MessageState], dict[K, Counts]]
+    ) -> Iterator[Step[K]]:
+        """The message's change record by record: (before, after, that record's stream time)."""
+        state = self.stored.get(umid)
+        contributed = contribute(state) if state is not None else {}
+        state = state or MessageState(umid=umid)
+        for observation, at in self.observed[umid]:
+            state = merge(state, observation)
+            after = contribute(state)
+            yield contributed, after, at
+            contributed = after
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,13 @@ class WindowGauges:
                 del self._alerted[labels]
                 self.rate_alert.remove(*labels)
 
+    def clear(self) -> None:
+        """Show nothing (the worker's partitions left it: their windows show elsewhere)."""
+        for labels in list(self._current):
+            self._remove(labels)
+        self._alerted.clear()
+        self.rate_alert.clear()
+
     def _remove(self, labels: tuple[str, ...]) -> None:
         _, codes = self._current.pop(labels)
         self.start.remove(*labels)

@@ -14,10 +14,11 @@ change of a state changes its windows by `changes(before, after)`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from processors.funnel.state import FAILURE_STATES, Attribute, MessageState
 from processors.normalize import canonical
@@ -129,26 +130,65 @@ def changes(before: Mapping[K, Counts], after: Mapping[K, Counts]) -> dict[K, Co
     return result
 
 
+Step = tuple[Mapping[K, Counts], Mapping[K, Counts], datetime | None]  # before, after, when
+
+
+@dataclass(frozen=True)
+class Change(Generic[K]):
+    """What one subject (a message, a customer pair) contributed to the windows before a
+    batch and after it, and the stream times of the first and last record of the batch
+    that changed it; `steps()` gives the same change record by record, each with its
+    stream time, for when a window closed in between. `earliest`: no window it touched,
+    before, after or in between, starts before this time (its events' earliest)."""
+
+    before: Mapping[K, Counts]
+    after: Mapping[K, Counts]
+    first: datetime | None
+    last: datetime | None
+    earliest: str
+    steps: Callable[[], Iterable[Step[K]]]
+
+
 def summed_changes(
-    contributions: Iterable[tuple[Mapping[K, Counts], Mapping[K, Counts]]],
-    now: datetime,
-    final_after: timedelta,
+    subjects: Iterable[Change[K]], final_after: timedelta
 ) -> tuple[dict[K, Counts], int]:
-    """A batch's change to each window: the sum of `after - before` over the (before,
-    after) contributions of what it changed, and how many changes were dropped because
-    their window was final (`is_final`). One delta per window and batch."""
+    """A batch's change to each window: the sum of `after - before` over the subjects it
+    changed, and how many changes were dropped because their window was final
+    (`is_final`) at the stream time of the record that made them. One delta per window
+    and batch.
+
+    Each record is judged at its own stream time, so the outcome is the same however the
+    records are batched (a sparse replay's batch can span days of event time). A
+    subject's change over the batch is the sum of its records' changes (they telescope),
+    so it is taken whole unless a window it touched may have closed between its first
+    and its last record; then its records are taken one by one."""
     deltas: dict[K, Counts] = {}
     late = 0
-    for before, after in contributions:
-        for key, change in changes(before, after).items():
-            if is_final(key, now, final_after):
-                late += 1
+    cut: dict[datetime, str] = {}  # stream time -> the earliest window start still open
+
+    def take(key: K, change: Counts, at: datetime | None) -> None:
+        nonlocal late
+        if is_final(key, at, final_after):
+            late += 1
+            return
+        delta = add_counts(deltas.get(key, {}), change)
+        if delta:
+            deltas[key] = delta
+        else:  # changes that cancel out within the batch (messages moved between windows)
+            deltas.pop(key, None)
+
+    for subject in subjects:
+        last = subject.last
+        if subject.first != last and last is not None:
+            if last not in cut:  # no window starting at or after this is final by `last`
+                cut[last] = canonical.format_timestamp(last - final_after)
+            if subject.earliest < cut[last]:
+                for before, after, at in subject.steps():
+                    for key, change in changes(before, after).items():
+                        take(key, change, at)
                 continue
-            delta = add_counts(deltas.get(key, {}), change)
-            if delta:
-                deltas[key] = delta
-            else:  # changes that cancel out within the batch (messages moved between windows)
-                deltas.pop(key, None)
+        for key, change in changes(subject.before, subject.after).items():
+            take(key, change, last)
     return deltas, late
 
 
@@ -165,15 +205,19 @@ def subtract(left: Mapping[str, int], right: Mapping[str, int]) -> Counts:
     return add_counts(left, {name: -count for name, count in right.items()})
 
 
-def is_final(key: Window, now: datetime, final_after: timedelta) -> bool:
-    """Whether window `key` is final at wall-clock time `now`: `final_after` past its end.
+def is_final(key: Window, stream_time: datetime | None, final_after: timedelta) -> bool:
+    """Whether window `key` is final at `stream_time`: `final_after` (the grace period)
+    past its end. Stream time, not the wall clock: a replay of the events decides
+    alike, and a window stays open while no later event has come (None: none yet).
 
     A final window takes no more changes (a webhook delayed by days, or an old
     message's sub-account learnt late); they are dropped and counted. The tables
     keep a window's total for a day longer than that, so a window that still takes
     changes always finds its total.
     """
-    return now > _window_end(key.start, key.size) + final_after
+    if stream_time is None:
+        return False
+    return stream_time > _window_end(key.start, key.size) + final_after
 
 
 @lru_cache(maxsize=4096)  # a batch touches few windows, many times each

@@ -12,16 +12,23 @@ offsets it read, so every record between them is written once):
   `<prefix>.limits.subjects`;
 - `<prefix>.limits.subjects` and `whatsapp.phone_state` (keyed by number): summed per
   subject with its tier (`subjects` table); each subject touched is evaluated, and
-  every subject again on a timer (customers leave the window with time alone): a
-  changed status goes to `whatsapp.messaging_limits`, each crossing of the near share
-  and of the limit once to `whatsapp.alerts`.
+  every subject again as stream time moves on (customers leave the window with time
+  alone): a changed status goes to `whatsapp.messaging_limits`, each crossing of the
+  near share and of the limit once to `whatsapp.alerts`.
+
+Every evaluation is at the stream time of `limits.subjects` (the reach's clock), never
+the wall clock: a record's `at` is the stream time it is as of. A stream-time timer
+evaluates every subject as that time moves on; on a partition read to its end, a
+wall-clock timer evaluates them at it too (the wall clock decides when, not what), so
+that live and replayed pipelines both end evaluated as of their last event
+(docs/design.md, Time).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
 from confluent_kafka import Message
@@ -32,8 +39,9 @@ from processors.dead_letters import poison_letter
 from processors.engine.job import (
     Output,
     PartitionBatch,
+    StreamTimer,
     Table,
-    Timer,
+    WallClockTimer,
     json_value,
     key_text,
     record_time_ms,
@@ -124,7 +132,10 @@ class LimitsJob:
         # forgets a sub-account or number silent for longer than the state is of use.
         self.tables = (Table(_SENDERS, ttl_days=settings.message_state_days),
                        Table(_SUBJECTS, ttl_days=settings.message_state_days))  # fmt: skip
-        self.timers = (Timer(settings.messaging_limit_check_seconds, self.evaluate_all),)
+        every = settings.messaging_limit_check_seconds
+        self.timers = (StreamTimer(every, self.evaluate_all, source=self.subjects),
+                       WallClockTimer(every, self.evaluate_caught_up))  # fmt: skip
+        self._evaluated_at: dict[int, datetime] = {}  # partition -> its last full evaluation
         self.limits = topics.MESSAGING_LIMITS.name(prefix)
         self.alerts = topics.ALERTS.name(prefix)
         self.deadletter = topics.DEADLETTER.name(prefix)
@@ -139,20 +150,38 @@ class LimitsJob:
         else:
             self._sum_subjects(batch)
 
-    def evaluate_all(self, batches: Mapping[int, PartitionBatch], _now: float) -> None:
-        """Every subject of this worker's partitions at the current time (and the gauges
-        of them, those of partitions gone elsewhere cleared)."""
-        now = datetime.now(UTC)
-        self.metrics.clear()
+    def evaluate_all(self, batches: Mapping[int, PartitionBatch]) -> None:
+        """Every subject of these partitions, at their subjects' stream time."""
         for batch in batches.values():
-            table = batch.table(_SUBJECTS)
-            for key, value in list(table.items()):  # read all first: evaluating writes
-                subject = key.decode()
-                evaluation = evaluate(subject, load_subject(value), now, self.near_share)
-                self._publish(batch, subject, evaluation, "timer")
+            self._evaluate_every(batch)
+
+    def evaluate_caught_up(self, batches: Mapping[int, PartitionBatch], _now: datetime) -> None:
+        """Every subject of the partitions read to their end, at their subjects' stream
+        time, once per stream time."""
+        for partition, batch in batches.items():
+            if batch.caught_up and batch.stream_time_of(self.subjects) != self._evaluated_at.get(
+                partition
+            ):
+                self._evaluate_every(batch)
+
+    def _evaluate_every(self, batch: PartitionBatch) -> None:
+        now = batch.stream_time_of(self.subjects)
+        if now is None:
+            return
+        table = batch.table(_SUBJECTS)
+        for key, value in list(table.items()):  # read all first: evaluating writes
+            subject = key.decode()
+            evaluation = evaluate(subject, load_subject(value), now, self.near_share)
+            self._publish(batch, subject, evaluation, "timer")
+        self._evaluated_at[batch.partition] = now
 
     def dead_letter(self, record: Message, error: BaseException) -> Output:
         return poison_letter(record, error, self.deadletter)
+
+    def partitions_revoked(self, partitions: frozenset[int]) -> None:
+        self.metrics.clear()  # the subjects kept show again at their next evaluation
+        for partition in partitions:
+            self._evaluated_at.pop(partition, None)
 
     # --- the three hops ------------------------------------------------------------------------
     def _route_channels(self, batch: PartitionBatch) -> None:
@@ -181,13 +210,15 @@ class LimitsJob:
             else:
                 channels[sub_account] = latest_channel(channels[sub_account], value["at"],
                                                        value["channel"])  # fmt: skip
-        cut = settle_cut(datetime.now(UTC))
+        if batch.stream_time is None:  # records always have a time: a broken producer
+            raise ValueError("limits.senders records without a timestamp")
+        cut = settle_cut(batch.stream_time)
         for sub_account, channel in channels.items():
             before = stored.get(sub_account, Sender())
             after, sends = moves(sub_account, before, changes.get(sub_account, {}), channel,
                                  self.numbers, cut)  # fmt: skip
             if len(sends) > 1:
-                self.metrics.moves.inc()
+                batch.count(self.metrics.moves)
             for subject, reach in sends.items():
                 batch.send(self.subjects, subject.encode(), orjson.dumps({"reach": reach}))
             if after != before:
@@ -207,7 +238,10 @@ class LimitsJob:
                 subjects[key] = replace(subjects[key], tier=value.get("currentLimit"))
             else:
                 subjects[key] = with_changes(subjects[key], value["reach"])
-        now = datetime.now(UTC)
+        # The reach's clock; a tier before any reach, at the tier's own.
+        now = batch.stream_time_of(self.subjects) or batch.stream_time
+        if now is None:  # records always have a time: a broken producer
+            raise ValueError(f"{batch.topic} records without a timestamp")
         for key, state in subjects.items():
             self._publish(batch, key, evaluate(key, state, now, self.near_share), "batch")
 
@@ -216,12 +250,12 @@ class LimitsJob:
         if record is not None:
             batch.send(self.limits, str(record["subject"]).encode(), orjson.dumps(record),
                        timestamp_ms=canonical.timestamp_ms(str(record["at"])))  # fmt: skip
-            self.metrics.records.labels(cause).inc()
+            batch.count(self.metrics.records.labels(cause))
         subject = subject_kind(key)[1]
         for alert in evaluation.alerts:
             batch.send(self.alerts, subject.encode(), orjson.dumps(alert_value(alert)),
                        timestamp_ms=canonical.timestamp_ms(alert.occurred_at))  # fmt: skip
-            self.metrics.alerts.labels(alert.type).inc()
+            batch.count(self.metrics.alerts.labels(alert.type))
         if evaluation.state.published is not None:
             self.metrics.show(evaluation.state.published)
         # On the timer, a subject whose record and alerts stand is not rewritten: its

@@ -4,8 +4,12 @@ Thin wiring around `rules.normalize`, on the stream engine. Per partition's batc
 1. normalize each raw record;
 2. look up the batch's dedupe and id keys in the `seen` table (one multi-get);
 3. drop the records whose dedupe key was seen (in the table, or earlier in the batch),
-   send every typed record and dead letter, remember the new keys;
-4. sweep a slice of the table for expired keys.
+   send every typed record and dead letter, remember the new keys with the time the
+   ingester received their event (the raw record's timestamp);
+4. sweep a slice of the table for keys expired by stream time.
+
+No wall clock: a replay of the raw topic (its timestamps and headers kept) drops,
+accepts and expires exactly what the live run did.
 
 Outputs, the table's changelog and the input offsets commit in one transaction
 (processors/engine/loop.py): a record is written once, and its dedupe key is
@@ -72,6 +76,7 @@ class _Read:
     record: Message
     headers: list[tuple[str, bytes]]
     received_at: str | None
+    received_ms: int  # the raw record's timestamp (epoch ms)
     result: rules.Normalized | rules.Rejected
 
 
@@ -90,9 +95,7 @@ class NormalizeJob:
         self.ahead = timedelta(seconds=settings.event_time_max_ahead_seconds)
 
     def process(self, batch: PartitionBatch) -> None:
-        now = datetime.now(UTC)
-        now_ms = canonical.epoch_ms(now)
-        reads = [self._read(record, now) for record in batch.records]
+        reads = [self._read(record) for record in batch.records]
         seen = batch.table(_SEEN)
         known = seen.get_many({key for read in reads for key in _keys(read.result)})
         outcomes: collections.Counter[str] = collections.Counter()  # once per batch: labels cost
@@ -113,9 +116,9 @@ class NormalizeJob:
                 if earlier is not None and digest_of(earlier) != result.digest:
                     self.metrics.id_reuse.inc()
                     log.info("id reused for other content", id_key=result.id_key)
-                known[id_key] = first_seen = seen_value(now_ms, result.digest)
+                known[id_key] = first_seen = seen_value(read.received_ms, result.digest)
                 seen.put(id_key, first_seen)
-            known[dedupe_key] = first_seen = seen_value(now_ms)
+            known[dedupe_key] = first_seen = seen_value(read.received_ms)
             seen.put(dedupe_key, first_seen)
             occurred = result.occurred_at
             batch.send(
@@ -127,16 +130,24 @@ class NormalizeJob:
             )  # fmt: skip
             outcomes[result.topic.suffix] += 1
         for outcome, count in outcomes.items():
-            self.metrics.events.labels(outcome).inc(count)
-        self.metrics.expired.inc(self.sweeper.sweep(batch.partition, seen, now_ms))
+            batch.count(self.metrics.events.labels(outcome), count)
+        if batch.stream_time_ms is not None:
+            expired = self.sweeper.sweep(batch.partition, seen, batch.stream_time_ms)
+            batch.count(self.metrics.expired, expired)
 
     def dead_letter(self, record: Message, error: BaseException) -> Output:
         return poison_letter(record, error, self.deadletter)
 
-    def _read(self, record: Message, now: datetime) -> _Read:
+    def partitions_revoked(self, partitions: frozenset[int]) -> None:
+        self.sweeper.forget(partitions)
+
+    def _read(self, record: Message) -> _Read:
         received_at = header(record, "wapipe-received-at")
-        latest = rules.event_time_limit(received_at, now, self.ahead)
-        return _Read(record, headers_of(record), received_at,
+        # The raw record's timestamp: when the ingester wrote it (kept by a replay).
+        received_ms = record_time_ms(record) or 0
+        appended = datetime.fromtimestamp(received_ms / 1000, UTC)
+        latest = rules.event_time_limit(received_at, appended, self.ahead)
+        return _Read(record, headers_of(record), received_at, received_ms,
                      rules.normalize(_value(record), received_at, latest))  # fmt: skip
 
 

@@ -132,14 +132,16 @@ def normalize(
     return result
 
 
-def event_time_limit(received_at: str | None, now: datetime, ahead: timedelta) -> datetime:
-    """The latest event time `normalize` accepts: `ahead` after the ingester's receipt
-    (deterministic on a replay), or after `now` for a raw record without one. The
-    broker's clock is past the receipt, so it accepts that time as a timestamp."""
+def event_time_limit(received_at: str | None, appended: datetime, ahead: timedelta) -> datetime:
+    """The latest event time `normalize` accepts: `ahead` after the ingester's receipt,
+    or after the raw record's timestamp (`appended`) for a record without a readable
+    one; both are kept by a replay, so it decides alike. The broker's clock is past the
+    receipt, so it accepts that time as a timestamp."""
     try:
-        base = canonical.parse_timestamp(received_at, "received_at") if received_at else now
+        base = (canonical.parse_timestamp(received_at, "received_at") if received_at
+                else appended)  # fmt: skip
     except canonical.InvalidValue:
-        base = now
+        base = appended
     return base + ahead
 
 

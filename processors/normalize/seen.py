@@ -45,8 +45,14 @@ class SeenSweep:
         self.max_age_ms, self.slice_size = max_age_ms, slice_size
         self.cursors: dict[int, bytes | None] = {}  # partition -> the next key to examine
 
+    def forget(self, partitions: frozenset[int]) -> None:
+        """Partitions gone from this worker: their walks start over wherever they go."""
+        for partition in partitions:
+            self.cursors.pop(partition, None)
+
     def sweep(self, partition: int, seen: TableView, now_ms: int) -> int:
-        """Delete the expired keys of the next slice of `partition`; returns how many."""
+        """Delete the keys of the next slice of `partition` that expired by `now_ms` (the
+        partition's stream time); returns how many."""
         found, self.cursors[partition] = seen.store.scan(self.cursors.get(partition),
                                                          self.slice_size)  # fmt: skip
         expired = 0

@@ -13,6 +13,7 @@ account topic's partitions need no table.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -21,7 +22,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from processors.alerts import Alert, alert_value
 from processors.dead_letters import poison_letter
-from processors.engine.job import Output, PartitionBatch, Table, Timer, json_value, key_text
+from processors.engine.job import (
+    Output,
+    PartitionBatch,
+    Table,
+    WallClockTimer,
+    json_value,
+    key_text,
+)
 from processors.history import load_state
 from processors.keyed_state import KeyedBatch, StateRecords
 from processors.normalize import canonical
@@ -87,7 +95,7 @@ class PhonesJob:
         self.sources = (topics.PHONE.name(prefix), self.account_topic)
         # displayPhoneNumber -> its state (JSON). No TTL: numbers are few and live for years.
         self.tables = (Table(_TABLE),)
-        self.timers = (Timer(_GAUGE_SECONDS, self.show_states),)
+        self.timers = (WallClockTimer(_GAUGE_SECONDS, self.show_states),)
         self.records = StateRecords(
             table=_TABLE, topic=topics.PHONE_STATE.name(prefix), value=phone_state_value,
             event_time=lambda state: state.updated_at, load=_load,
@@ -106,13 +114,13 @@ class PhonesJob:
             event = record_from_value(PhoneEvent, json_value(record))
             outcome = apply(keyed.state(number), event)
             label = outcome.ignored or ("reordered" if outcome.reordered else "applied")
-            self.metrics.events.labels(label).inc()
+            batch.count(self.metrics.events.labels(label))
             keyed.update(number, outcome.state)
             keyed.alert(number, outcome.alerts)
-            self._count(outcome.alerts)
+            self._count(batch, outcome.alerts)
         keyed.send()
 
-    def show_states(self, batches: Mapping[int, PartitionBatch], _now: float) -> None:
+    def show_states(self, batches: Mapping[int, PartitionBatch], _now: datetime) -> None:
         """Every number of this worker's partitions in the gauges."""
         # The record's fields suffice for the gauges: the events are not loaded.
         self.metrics.show_all([load_state(orjson.loads(value), _phone, PhoneEvent, events=False)
@@ -122,19 +130,22 @@ class PhonesJob:
     def dead_letter(self, record: Message, error: BaseException) -> Output:
         return poison_letter(record, error, self.deadletter)
 
+    def partitions_revoked(self, partitions: frozenset[int]) -> None:
+        self.metrics.show_all([])  # shown again, for the partitions kept, by the next run
+
     def _account_alerts(self, batch: PartitionBatch) -> None:
         for record in batch.records:
             event = record_from_value(AccountEvent, json_value(record))
             alerts = account_alerts(event)
-            self.metrics.events.labels("account").inc()
+            batch.count(self.metrics.events.labels("account"))
             for alert in alerts:
                 batch.send(self.alerts_topic, record.key(), orjson.dumps(alert_value(alert)),
                            timestamp_ms=canonical.timestamp_ms(alert.occurred_at))  # fmt: skip
-            self._count(alerts)
+            self._count(batch, alerts)
 
-    def _count(self, alerts: tuple[Alert, ...]) -> None:
+    def _count(self, batch: PartitionBatch, alerts: tuple[Alert, ...]) -> None:
         for alert in alerts:
-            self.metrics.alerts.labels(alert.type).inc()
+            batch.count(self.metrics.alerts.labels(alert.type))
 
 
 def create_job(settings: Settings, registry: CollectorRegistry) -> PhonesJob:

@@ -7,9 +7,14 @@ states in offset order; the changed states go to `whatsapp.template_state`
 wrong, to `whatsapp.alerts` (`keyed_state`). The table holds each template's recent
 events and its alerts standing besides its record (`processors.history`).
 
-A timer ends the pauses whose end has come, in the same loop and transaction as
-the events (no internal topic: a timer of the engine writes the table itself), and
-shows every template of the worker's partitions in the gauges.
+Timers end the pauses whose end has come, in the same loop and transaction as the
+events (no internal topic: a timer of the engine writes the table itself): a
+stream-time timer when the partition's stream time passes the end, and, on a
+partition read to its end (live), a wall-clock timer once the wall clock passes it, so
+that a pause ends on time when no later event comes. The alert's id and content are
+the pause's (event-time) end either way, so a replay, which leaves it to stream time
+until it has caught up, ends it alike (docs/design.md, Time). The wall-clock timer
+also shows every template of the worker's partitions in the gauges.
 
 Exact under crashes as every job on the engine: a batch's states, alerts, table
 writes and input offsets commit in one transaction, or none of it does.
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -28,7 +33,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from processors.alerts import Alert
 from processors.dead_letters import poison_letter
-from processors.engine.job import Output, PartitionBatch, Table, Timer, json_value, key_text
+from processors.engine.job import (
+    Output,
+    PartitionBatch,
+    StreamTimer,
+    Table,
+    WallClockTimer,
+    json_value,
+    key_text,
+)
 from processors.history import load_state
 from processors.keyed_state import KeyedBatch, StateRecords
 from processors.normalize import canonical
@@ -100,7 +113,9 @@ class TemplatesJob:
         self.sources = (topics.TEMPLATE.name(prefix),)
         # templateId -> its state (JSON). No TTL: templates are few and live for years.
         self.tables = (Table(_TABLE),)
-        self.timers = (Timer(settings.template_pause_check_seconds, self.end_pauses),)
+        every = settings.template_pause_check_seconds
+        self.timers = (StreamTimer(every, self.end_pauses),
+                       WallClockTimer(every, self.end_pauses_live))  # fmt: skip
         self.policy = StrikePolicy(
             settings.template_pause_hours, settings.template_disabling_strike
         )
@@ -118,9 +133,9 @@ class TemplatesJob:
             event = record_from_value(TemplateEvent, json_value(record))
             outcome = apply(keyed.state(template_id), event, self.policy)
             label = outcome.ignored or ("reordered" if outcome.reordered else "applied")
-            self.metrics.events.labels(label).inc()
+            batch.count(self.metrics.events.labels(label))
             if outcome.disagreement is not None:
-                self.metrics.disagreements.inc()
+                batch.count(self.metrics.disagreements)
                 log.warning("Meta's strike count differs from ours; taking Meta's",
                             template_id=template_id, ours=outcome.disagreement.ours,
                             metas=outcome.disagreement.metas,
@@ -129,35 +144,50 @@ class TemplatesJob:
             self._alert(keyed, template_id, outcome.alerts)
         keyed.send()
 
-    def end_pauses(self, batches: Mapping[int, PartitionBatch], now_seconds: float) -> None:
-        """End the pauses whose end has come, and show every template of this worker's
-        partitions in the gauges (those of partitions gone elsewhere disappear)."""
-        now = canonical.format_timestamp(datetime.fromtimestamp(now_seconds, UTC))
+    def end_pauses(self, batches: Mapping[int, PartitionBatch]) -> None:
+        """End the pauses whose end the partition's stream time has passed."""
+        for batch in batches.values():
+            if batch.stream_time is not None:
+                self._end_pauses(batch, canonical.format_timestamp(batch.stream_time))
+
+    def end_pauses_live(self, batches: Mapping[int, PartitionBatch], now: datetime) -> None:
+        """On the partitions read to their end, end the pauses whose end the wall clock has
+        passed; show every template in the gauges, as of the wall clock (those of
+        partitions gone elsewhere disappear)."""
+        at = canonical.format_timestamp(now)
         self.metrics.clear_states()
         for batch in batches.values():
-            keyed = KeyedBatch(batch, self.records, ())
+            if batch.caught_up:
+                self._end_pauses(batch, at)
             for _, value in batch.table(_TABLE).items():
-                raw = orjson.loads(value)
-                # The record's fields suffice to see whether a pause has ended (most often
-                # not): the events are loaded only then.
-                state = load_state(raw, _template, TemplateEvent, events=False)
-                if end_pause(state, now).alerts:
-                    state = load_state(raw, _template, TemplateEvent)
-                    outcome = end_pause(state, now)
-                    self.metrics.events.labels("pause_ended").inc()
-                    keyed.update(state.template_id, outcome.state)
-                    self._alert(keyed, state.template_id, outcome.alerts)
-                    state = outcome.state
-                self.metrics.show(state, now)
-            keyed.send()
+                self.metrics.show(load_state(orjson.loads(value), _template, TemplateEvent,
+                                             events=False), at)  # fmt: skip
+
+    def _end_pauses(self, batch: PartitionBatch, now: str) -> None:
+        keyed = KeyedBatch(batch, self.records, ())
+        for _, value in batch.table(_TABLE).items():
+            raw = orjson.loads(value)
+            # The record's fields suffice to see whether a pause has ended (most often not):
+            # the events are loaded only then.
+            if not end_pause(load_state(raw, _template, TemplateEvent, events=False), now).alerts:
+                continue
+            state = load_state(raw, _template, TemplateEvent)
+            outcome = end_pause(state, now)
+            batch.count(self.metrics.events.labels("pause_ended"))
+            keyed.update(state.template_id, outcome.state)
+            self._alert(keyed, state.template_id, outcome.alerts)
+        keyed.send()
 
     def dead_letter(self, record: Message, error: BaseException) -> Output:
         return poison_letter(record, error, self.deadletter)
 
+    def partitions_revoked(self, partitions: frozenset[int]) -> None:
+        self.metrics.clear_states()  # shown again, for the partitions kept, by the next run
+
     def _alert(self, keyed: KeyedBatch[TemplateState], key: str, alerts: tuple[Alert, ...]) -> None:
         keyed.alert(key, alerts)
         for alert in alerts:
-            self.metrics.alerts.labels(alert.type).inc()
+            keyed.batch.count(self.metrics.alerts.labels(alert.type))
 
 
 def create_job(settings: Settings, registry: CollectorRegistry) -> TemplatesJob:

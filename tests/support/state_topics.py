@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from stream_times import assert_job_stream_times
 
 import schemas
 from processors.normalize.records import record_value
@@ -141,6 +142,7 @@ async def run_with_sigkills(
     assert outputs.states == expected_states
     assert outputs.alert_counts == expected_alerts, f"{repeated_alerts} alerts written twice"
     assert outputs.repeated_states == 0, f"{outputs.repeated_states} state records written twice"
+    assert_job_stream_times(settings, job)
     return outputs
 
 

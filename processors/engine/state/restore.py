@@ -28,7 +28,12 @@ class RestoreReport:
     records: int
     seconds: float
     start: int
-    end: int
+    end: int  # the offset restored up to (the changelog's end when done)
+    left: int = 0  # records left to restore when the deadline came first
+
+    @property
+    def done(self) -> bool:
+        return self.left == 0
 
 
 class RestoreError(Exception):
@@ -46,11 +51,15 @@ def restore(
     changelog: confluent_kafka.TopicPartition,
     progress: Callable[[int, int], None],
     timeout_seconds: float,
+    deadline: float | None = None,
+    fetch_records: int = _FETCH_RECORDS,
 ) -> RestoreReport:
     """Apply `changelog` from `store`'s checkpoint to its end; `progress(records so far,
-    records left)` after every fetch. Raises RestoreError when the changelog stops moving
-    for `timeout_seconds` before its end (a predecessor's transaction never ends, or
-    the broker is gone)."""
+    records left)` after every fetch. Stops early at `deadline` (time.monotonic()), the
+    report saying how much is left: the store holds what was applied, up to its
+    checkpoint, and a later call goes on from there. Raises RestoreError when the
+    changelog stops moving for `timeout_seconds` before its end (a predecessor's
+    transaction never ends, or the broker is gone)."""
     started = time.monotonic()
     low, end = consumer.get_watermark_offsets(
         changelog, timeout=min(timeout_seconds, _WATERMARKS_SECONDS), cached=False
@@ -67,7 +76,10 @@ def restore(
     stuck_since = time.monotonic()
     try:
         while position < end:
-            messages = consumer.consume(_FETCH_RECORDS, _POLL_SECONDS)
+            if position > start and deadline is not None and time.monotonic() >= deadline:
+                return RestoreReport(applied, time.monotonic() - started, start, position,
+                                     left=end - position)  # fmt: skip
+            messages = consumer.consume(fetch_records, _POLL_SECONDS)
             writes: dict[bytes, bytes | None] = {}
             for message in messages:
                 error = message.error()

@@ -118,7 +118,7 @@ def run_with_aborts(log: list[tuple[int, Observation]], rng: random.Random) -> d
         position = 0
         while position < len(entries):
             end = min(len(entries), position + rng.randint(1, 6))
-            batch = MessageFold(states, NEVER_FINAL, BASE)
+            batch = MessageFold(states, NEVER_FINAL)
             for umid, observation in entries[position:end]:
                 batch.add(umid, observation)
             if rng.random() < 0.2:
@@ -151,8 +151,8 @@ def test_billing_totals_are_exact_under_any_order_batching_and_aborts(log, seed)
 
 
 def test_a_final_window_takes_no_more_billing_changes() -> None:
-    batch = MessageFold({}, timedelta(days=2), BASE + timedelta(days=5))
-    batch.add("m-1", receipt(0, "delivered"))
+    batch = MessageFold({}, timedelta(days=2))
+    batch.add("m-1", receipt(0, "delivered"), BASE + timedelta(days=5))
     assert batch.billing_deltas() == ({}, 2)  # its hour and its day, both final
 
 

@@ -127,7 +127,7 @@ def test_unknown_dimensions_are_empty() -> None:
 
 # --- a batch's deltas and finality ------------------------------------------------------------
 def test_a_batch_sums_its_changes_per_window_and_drops_what_cancels_out() -> None:
-    batch = MessageFold({}, NEVER_FINAL, BASE)
+    batch = MessageFold({}, NEVER_FINAL)
     batch.add("m-1", receipt(0, "sent"))
     batch.add("m-2", receipt(10, "sent"))
     batch.add("m-1", receipt(-120, "sent"))  # m-1 was sent earlier: out of the 10:00 minute
@@ -149,8 +149,8 @@ def test_a_change_to_a_final_window_is_dropped_and_counted() -> None:
     # Sent at 10:00 for an unknown sub-account; two days later a receipt names it:
     # the message would move out of the final 10:00 windows.
     stored = {"m-1": fold(receipt(0, "sent", sub_account_id=None))}
-    batch = MessageFold(stored, final_after=timedelta(days=1), now=BASE + timedelta(days=2))
-    batch.add("m-1", receipt(2 * 86_400, "delivered"))
+    batch = MessageFold(stored, final_after=timedelta(days=1))
+    batch.add("m-1", receipt(2 * 86_400, "delivered"), BASE + timedelta(days=2))
     deltas, late_changes = batch.window_deltas()
     assert late_changes == 4  # out of two windows and into two
     later = at(2 * 86_400)
@@ -224,7 +224,7 @@ def run_with_aborts(
         position = 0
         while position < len(entries):
             end = min(len(entries), position + rng.randint(1, 6))
-            batch = MessageFold(states, NEVER_FINAL, BASE)
+            batch = MessageFold(states, NEVER_FINAL)
             for umid, observation in entries[position:end]:
                 batch.add(umid, observation)
             if aborts and rng.random() < 0.3:

@@ -28,6 +28,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from consumer_groups import group_state, join_leave_join
+from stream_times import assert_job_stream_times
 
 import schemas
 from processors.funnel.billing import BillingKey, billing_contributions, billing_record
@@ -275,6 +276,7 @@ async def test_message_states_and_windows_are_exact_after_three_sigkills(
             worker = start_worker("funnel", settings, **ENVIRONMENT)
         await output.follow(output.exact, worker, "the exact final states and windows")
     output.assert_exact(replies)
+    assert_job_stream_times(settings, "funnel")
 
 
 async def test_a_second_worker_joining_and_leaving_mid_run_keeps_everything_exact(

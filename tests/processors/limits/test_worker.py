@@ -15,6 +15,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from state_topics import StateAndAlerts, feed, starts, until_started
+from stream_times import assert_job_stream_times
 
 from processors.normalize import canonical
 from processors.normalize.records import InboundMessage, Receipt, record_from_value
@@ -160,3 +161,4 @@ async def test_exact_when_the_limits_worker_is_killed(
         await outputs.until(lambda: at_the_end(outputs), limits, log, "the end, 3 SIGKILLs on")
         await until_started(log, started + 1, limits)  # so that it handles SIGTERM
         await stop_and_check(outputs, conversations, limits)
+    assert_job_stream_times(settings, "limits")

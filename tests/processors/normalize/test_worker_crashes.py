@@ -16,6 +16,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from consumer_groups import group_state, join_leave_join
+from stream_times import assert_job_stream_times
 
 from wapipe import topics
 from wapipe.exit_codes import EXIT_BATCH_FAILED
@@ -94,6 +95,7 @@ async def test_sigkilled_three_times_loses_nothing_and_keeps_dropping_retries(
     assert not missing, f"{len(missing)} events lost, e.g. {sorted(missing)[:5]}"
     assert retried == 0, f"{retried} of the sender's retries went through"
     assert duplicates == 0, f"{duplicates} records written twice"
+    assert_job_stream_times(settings, "normalize")
 
 
 async def test_a_second_worker_joining_and_leaving_mid_stream_loses_nothing(

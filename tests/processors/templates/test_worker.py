@@ -145,8 +145,8 @@ async def test_sigkills_change_neither_the_states_nor_the_alert_ids(
     await feed(settings, topics.TEMPLATE, events, key=lambda item: item.template_id)
     environment = {
         "WAPIPE_PROCESSOR_BATCH_SIZE": "50",
-        "WAPIPE_TEMPLATE_PAUSE_CHECK_SECONDS": "3600",
-    }  # no ticks: fold order only
+        "WAPIPE_TEMPLATE_PAUSE_CHECK_SECONDS": "86400",
+    }  # no ticks: fold order only (a day of stream time or wall clock; the story spans 36 h)
     await run_with_sigkills(settings, "templates", topics.TEMPLATE_STATE, start_worker,
                             tmp_path / "templates.log", final_states, alert_ids,
                             **environment)  # fmt: skip
