@@ -205,7 +205,8 @@ class Settings(BaseSettings):
         "partition of the slowest one it is still reading; faster ones wait. It keeps the "
         "topics a job re-keys nearly in event-time order when it reads at full speed (a "
         "replay, a backlog), so that late-event rules (WAPIPE_FUNNEL_WINDOW_DAYS) drop "
-        "nothing a live run kept. Keep it far below those grace periods.",
+        "nothing a live run kept: at most a quarter of WAPIPE_FUNNEL_WINDOW_DAYS (checked at "
+        "start-up).",
     )
     processor_instance: str | None = Field(
         None,
@@ -418,6 +419,19 @@ class Settings(BaseSettings):
     def rate_card(self) -> RateCard | None:
         """The rate card of WAPIPE_BILLING_RATE_CARD, read and checked at start-up."""
         return self._rate_card
+
+    @model_validator(mode="after")
+    def _check_drift(self) -> Settings:
+        # Alignment keeps re-keyed topics out of order by at most the drift: it must stay
+        # well inside the grace of the rules that drop late changes (docs/design.md, Time).
+        grace = self.funnel_window_days * 86_400
+        if self.processor_max_drift_seconds > grace / 4:
+            raise ValueError(
+                f"WAPIPE_PROCESSOR_MAX_DRIFT_SECONDS ({self.processor_max_drift_seconds:g}) must "
+                f"stay below a quarter of WAPIPE_FUNNEL_WINDOW_DAYS ({grace / 4:g} s): a "
+                "replay could drop as late what a live run kept"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_template_pauses(self) -> Settings:

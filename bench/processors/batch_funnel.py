@@ -22,7 +22,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ async def _handle(batches: dict[Any, list[Any]], db: Rdict, producer: Any, out: 
     umids = list({umid for umid, _ in received})
     stored = db.get([b"m|" + umid.encode() for umid in umids])
     fold = MessageFold({umid: load_state(data) for umid, data in zip(umids, stored, strict=True)
-                        if data is not None}, timedelta(days=2), datetime.now(UTC))  # fmt: skip
+                        if data is not None}, timedelta(days=2))  # fmt: skip
     for umid, observation in received:
         fold.add(umid, observation)
     deliveries = []

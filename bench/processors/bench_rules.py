@@ -70,7 +70,7 @@ def run_steps(values: list[bytes], steps: int) -> None:
     subaccounts: dict[str, SubAccountWindow] = {}
     limits = RateThresholds()
     for first in range(0, len(values), _BATCH):
-        fold = MessageFold(states, timedelta(days=2), datetime.now(UTC))
+        fold = MessageFold(states, timedelta(days=2))
         for value in values[first : first + _BATCH]:
             parsed = orjson.loads(value)
             if steps < 2:

@@ -36,6 +36,7 @@ def floor_topic(prefix: str) -> str:
 
 class FloorJob:
     tables: tuple[Table, ...] = ()
+    aligned = False
     timers: tuple[Timer, ...] = ()
 
     def __init__(self, prefix: str, send: bool) -> None:

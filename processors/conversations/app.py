@@ -82,6 +82,7 @@ class ConversationMetrics:
 
 class ConversationsJob:
     name = "conversations"
+    aligned = True  # the pair events: their fold decides finality and retention by time
 
     def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
         self.metrics = ConversationMetrics(registry)

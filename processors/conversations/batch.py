@@ -65,12 +65,16 @@ class PairFold:
     observed: dict[str, list[tuple[Event, datetime | None]]] = field(default_factory=dict)
     horizon: str = ""  # the latest horizon: events older than it were stale (refused)
     stale: int = 0
+    _horizon_of: tuple[datetime | None, str] = (None, "")  # (stream time, its horizon)
 
     def add(self, pair: str, event: Event, stream_time: datetime | None = None) -> None:
         """Merge `event`, whose record came at `stream_time`: refused as stale when older
         than `retention` before it (the states forgot that far back)."""
         if stream_time is not None:
-            horizon = canonical.format_timestamp(stream_time - self.retention)
+            if stream_time != self._horizon_of[0]:  # formatting a time costs: once per time
+                oldest = canonical.format_timestamp(stream_time - self.retention)
+                self._horizon_of = (stream_time, oldest)
+            horizon = self._horizon_of[1]
             self.horizon = max(self.horizon, horizon)
             if event_time(event) < horizon:
                 self.stale += 1

@@ -208,6 +208,10 @@ class Job(Protocol):
     sources: tuple[str, ...]  # of equal partition counts when the job has tables
     tables: tuple[Table, ...]
     timers: tuple[Timer, ...]
+    # Whether the engine reads the sources in step (`alignment`): for a job that re-keys
+    # records to a topic whose reader decides with time; reading in step costs a job that
+    # only keeps each source partition's own order (its batches shrink at a backlog).
+    aligned: bool
 
     def process(self, batch: PartitionBatch) -> None:
         """Handle `batch.records` (one topic partition, in offset order): send and write."""

@@ -38,7 +38,7 @@ def engine_config(settings: Settings, job: Job) -> EngineConfig:
         changelogs={t.name: topics.changelog(job.name, t.name).name(prefix) for t in job.tables},
         store=StoreOptions(settings.rocksdb_write_buffer_mb, settings.rocksdb_block_cache_mb),
         batch_size=settings.processor_batch_size,
-        max_drift_ms=round(settings.processor_max_drift_seconds * 1000),
+        max_drift_ms=round(settings.processor_max_drift_seconds * 1000) if job.aligned else None,
         web_host=settings.processor_web_host,
         web_port=settings.processor_web_port,
     )

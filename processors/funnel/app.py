@@ -64,6 +64,7 @@ _BILLING = "billing"
 
 class FunnelJob:
     name = "funnel"
+    aligned = True  # the replies, re-keyed by umid: their merge decides window finality
 
     def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
         self.metrics, self.gauges = FunnelMetrics(registry), WindowGauges(registry)

@@ -119,6 +119,7 @@ class LimitMetrics:
 
 class LimitsJob:
     name = "limits"
+    aligned = True  # the senders and subjects, re-keyed: their sums settle by time
 
     def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
         self.metrics = LimitMetrics(registry)

@@ -82,6 +82,7 @@ class _Read:
 
 class NormalizeJob:
     name = "normalize"
+    aligned = False  # every typed record keeps its raw partition and order
     timers: tuple[Timer, ...] = ()
 
     def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:

@@ -86,6 +86,7 @@ class PhoneMetrics:
 
 class PhonesJob:
     name = "phones"
+    aligned = False  # keyed as its source: each partition in its own order
 
     def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
         self.metrics = PhoneMetrics(registry)

@@ -106,6 +106,7 @@ class TemplateMetrics:
 
 class TemplatesJob:
     name = "templates"
+    aligned = False  # keyed as its source: each partition in its own order
 
     def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
         self.metrics = TemplateMetrics(registry)
@@ -125,6 +126,11 @@ class TemplatesJob:
             alerts_topic=topics.ALERTS.name(prefix),
         )  # fmt: skip
         self.deadletter = topics.DEADLETTER.name(prefix)
+        # partition -> no pause there ends before this ("" : none is paused): a scan of the
+        # partition's templates waits for it. A hint, never later than a stored pause's end:
+        # every event that pauses a template lowers it (also when its batch is processed
+        # again after an abort); unknown after a start or a rebalance.
+        self._next_end: dict[int, str] = {}
 
     def process(self, batch: PartitionBatch) -> None:
         keyed = KeyedBatch(batch, self.records, (key_text(record) for record in batch.records))
@@ -142,7 +148,13 @@ class TemplatesJob:
                             title=outcome.disagreement.title)  # fmt: skip
             keyed.update(template_id, outcome.state)
             self._alert(keyed, template_id, outcome.alerts)
+            self._paused(batch.partition, outcome.state.paused_until)
         keyed.send()
+
+    def _paused(self, partition: int, until: str | None) -> None:
+        known = self._next_end.get(partition)
+        if until is not None and known is not None and (not known or until < known):
+            self._next_end[partition] = until
 
     def end_pauses(self, batches: Mapping[int, PartitionBatch]) -> None:
         """End the pauses whose end the partition's stream time has passed."""
@@ -164,12 +176,19 @@ class TemplatesJob:
                                              events=False), at)  # fmt: skip
 
     def _end_pauses(self, batch: PartitionBatch, now: str) -> None:
+        next_end = self._next_end.get(batch.partition)
+        if next_end is not None and (not next_end or next_end > now):
+            return  # no pause of the partition has ended yet
         keyed = KeyedBatch(batch, self.records, ())
+        still: list[str] = []  # the ends of the pauses that go on
         for _, value in batch.table(_TABLE).items():
             raw = orjson.loads(value)
             # The record's fields suffice to see whether a pause has ended (most often not):
             # the events are loaded only then.
-            if not end_pause(load_state(raw, _template, TemplateEvent, events=False), now).alerts:
+            record = load_state(raw, _template, TemplateEvent, events=False)
+            if not end_pause(record, now).alerts:
+                if record.paused_until is not None and not record.disabled:
+                    still.append(record.paused_until)
                 continue
             state = load_state(raw, _template, TemplateEvent)
             outcome = end_pause(state, now)
@@ -177,12 +196,15 @@ class TemplatesJob:
             keyed.update(state.template_id, outcome.state)
             self._alert(keyed, state.template_id, outcome.alerts)
         keyed.send()
+        self._next_end[batch.partition] = min(still, default="")
 
     def dead_letter(self, record: Message, error: BaseException) -> Output:
         return poison_letter(record, error, self.deadletter)
 
     def partitions_revoked(self, partitions: frozenset[int]) -> None:
         self.metrics.clear_states()  # shown again, for the partitions kept, by the next run
+        for partition in partitions:
+            self._next_end.pop(partition, None)
 
     def _alert(self, keyed: KeyedBatch[TemplateState], key: str, alerts: tuple[Alert, ...]) -> None:
         keyed.alert(key, alerts)

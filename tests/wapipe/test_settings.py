@@ -229,6 +229,11 @@ def test_oauth_client_secrets_maps_ids_to_secrets() -> None:
             "WAPIPE_SPOOL_SEGMENT_BYTES",
             id="segment-above-spool-max",
         ),
+        pytest.param(
+            {"WAPIPE_PROCESSOR_MAX_DRIFT_SECONDS": "86400", "WAPIPE_FUNNEL_WINDOW_DAYS": "2"},
+            "WAPIPE_PROCESSOR_MAX_DRIFT_SECONDS",
+            id="drift-near-the-funnel-grace",
+        ),
         pytest.param({"WAPIPE_LOG_LEVEL": "verbose"}, "WAPIPE_LOG_LEVEL", id="log-level"),
         pytest.param({"WAPIPE_UVLOOP": "maybe"}, "WAPIPE_UVLOOP", id="bool-garbage"),
     ],

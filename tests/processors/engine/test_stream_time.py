@@ -37,6 +37,7 @@ class StreamClock:
     raises after writing and sending when `broken`."""
 
     name = "clock"
+    aligned = False
     tables = (Table("counts"),)
 
     def __init__(self, topics: Topics, *, broken: bool = False) -> None:

@@ -41,6 +41,7 @@ class Tally:
 
 class Counting:
     name = "count"
+    aligned = False
     timers: tuple[Timer, ...] = ()
     tables = (Table("counts"),)
 
