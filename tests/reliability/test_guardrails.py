@@ -14,18 +14,17 @@ the funnel's 1 h windows' free-form counts and the billing 1 d windows.
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from shuffled_posting import shuffled
 from state_topics import StateAndAlerts
 
-from simulator import Plan, SendOptions, Timeline, new_timeline, simulate
+from simulator import Plan, SendOptions, new_timeline, simulate
 from simulator.guardrails import NUMBER
 from simulator.guardrails_expected import NEAR, REACHED, GuardrailsExpected, expected_guardrails
 from wapipe.topics import BILLING, MESSAGING_LIMITS, SERVICE_WINDOWS, create_topics
@@ -39,16 +38,6 @@ PLAN = Plan(seed=SEED, story="guardrails", rate=400.0, duration=20.0, time_scale
 RETRIED = 0.25  # the share of the webhooks posted a second time
 ENVIRONMENT = {"WAPIPE_MESSAGING_LIMIT_CHECK_SECONDS": "1"}
 OPTIONS = SendOptions(concurrency=16, retry_pauses=(1.0, 2.0, 5.0, 10.0))
-
-
-def shuffled(timeline: Timeline, seed: int, share: float = 1.0) -> Timeline:
-    """`share` of `timeline`'s events in a random order, posted evenly over its span (a
-    share below 1: all at once, as fast as the plan's rate allows)."""
-    rng = random.Random(seed)
-    events = rng.sample(timeline.events, k=round(share * len(timeline.events)))
-    step = timeline.plan.span / len(events) if share == 1.0 else 0.0
-    return replace(timeline, events=tuple(replace(event, post_at=index * step)
-                                          for index, event in enumerate(events)))  # fmt: skip
 
 
 class _Workers:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import re
 import signal
 import subprocess
@@ -45,6 +44,7 @@ from typing import Any
 
 import pytest
 from derived_outputs import Derived, differences, read_derived, until_settled
+from shuffled_posting import shuffled
 
 from simulator import Plan, SendOptions, Summary, Timeline, new_timeline, simulate
 from simulator.stories import Inbound
@@ -125,16 +125,6 @@ SETTLE_SECONDS = 150.0
 SENT = ("TEMPLATE_QUALITY_RED", "TEMPLATE_PAUSED", "TEMPLATE_UNPAUSED", "TEMPLATE_DISABLED",
         "MESSAGING_LIMIT_UPGRADED", "MESSAGING_LIMIT_DOWNGRADED", "PHONE_NUMBER_FLAGGED",
         "MESSAGING_LIMIT_NEAR", "MESSAGING_LIMIT_REACHED")  # fmt: skip
-
-
-def shuffled(timeline: Timeline, seed: int, share: float = 1.0) -> Timeline:
-    """`share` of `timeline`'s events in a random order, posted evenly over its span (a
-    share below 1: all at once, as fast as the plan's rate allows)."""
-    rng = random.Random(seed)
-    events = rng.sample(timeline.events, k=round(share * len(timeline.events)))
-    step = timeline.plan.span / len(events) if share == 1.0 else 0.0
-    return replace(timeline, events=tuple(replace(event, post_at=index * step)
-                                          for index, event in enumerate(events)))  # fmt: skip
 
 
 async def post(settings: Settings, url: str, timelines: list[Timeline]) -> list[Summary]:
