@@ -18,19 +18,19 @@ The operator's procedure is in docs/operations.md ("Replaying the raw events").
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TextIO, TypeVar
+from typing import Annotated, TextIO, TypeVar
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from pydantic import TypeAdapter, ValidationError
 
+from processors.engine.kafka import client_config
 from wapipe.logs import get_logger
 from wapipe.preflight import kafka_problem
 from wapipe.settings import Settings
@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 USAGE, FAILED = 2, 1
 _KAFKA_TIMEOUT_SECONDS = 10.0
+_CLIENT_ID = "wapipe-replay"
 # Nothing read from the source for this long: the broker is gone; say so rather than hang.
 _STALL_SECONDS = 60.0
 _BATCH = 5_000
@@ -286,7 +287,7 @@ def copy_records(client: confluent_kafka.Consumer, plan: Plan, progress: Progres
     acknowledged is counted, what it did not is in `failed`."""
     copied = Copied(per_partition={piece.partition: 0 for piece in plan.slices})
     writer = confluent_kafka.Producer({
-        **_client_config(plan.target_settings),
+        **client_config(plan.target_settings.kafka_bootstrap, _CLIENT_ID),
         "enable.idempotence": True,  # no duplicate and no reordering on a retry
         "acks": "all",
         "compression.type": "lz4",  # webhook JSON compresses about 4x
@@ -366,20 +367,10 @@ def _done(client: confluent_kafka.Consumer, source: str, reading: dict[int, Slic
     reading.pop(p, None)
 
 
-def _client_config(settings: Settings) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "client.id": "wapipe-replay",
-        "socket.connection.setup.timeout.ms": 5_000,
-        "log_level": 4,  # warnings and worse, through Python logging
-        "logger": logging.getLogger("librdkafka"),
-    }
-
-
 def reader(settings: Settings) -> confluent_kafka.Consumer:
     """A consumer of assigned partitions: no group joined, nothing committed."""
     return confluent_kafka.Consumer({
-        **_client_config(settings),
+        **client_config(settings.kafka_bootstrap, _CLIENT_ID),
         "group.id": f"{settings.topic_prefix}.replay",  # required by the client; never joined
         "isolation.level": "read_committed",
         "enable.auto.commit": False,

@@ -33,6 +33,7 @@ from processors.funnel.windows import (
     Step,
     WindowKey,
     decode_id,
+    earliest_start,
     summed_changes,
 )
 from processors.limits.rules import ReachSteps, add_steps, reach_intervals, step_changes, steps
@@ -51,9 +52,6 @@ def receipt_event(umid: str, observation: OutboundObservation) -> Event:
 
 def event_time(event: Event) -> str:
     return str(event["inbound"] if "inbound" in event else event["receipt"]["at"])
-
-
-_END = "9999"  # later than any canonical time
 
 
 @dataclass
@@ -106,8 +104,7 @@ class PairFold:
     def _change(self, pair: str, after: Conversation) -> Change[WindowKey]:
         observed = self.observed[pair]
         before = outside_window_contributions(self.stored.get(pair) or Conversation())
-        earliest = min(min(event_time(event) for event, _ in observed),
-                       min((window.start for window in before), default=_END))  # fmt: skip
+        earliest = earliest_start((event_time(event) for event, _ in observed), before)
         return Change(before, outside_window_contributions(after), observed[0][1],
                       observed[-1][1], earliest, partial(self._steps, pair))  # fmt: skip
 

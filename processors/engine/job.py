@@ -15,8 +15,8 @@ replay (a replay only follows an abort, which left no trace downstream).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -76,6 +76,18 @@ def record_time_ms(record: Message) -> int | None:
     return at if kind != confluent_kafka.TIMESTAMP_NOT_AVAILABLE and at >= 0 else None
 
 
+def running_stream_times(first_ms: int | None, records: Iterable[Message]) -> list[int | None]:
+    """The stream time (epoch ms) at each record, from `first_ms` before them: the
+    highest record timestamp up to and including it."""
+    latest, times = first_ms, []
+    for record in records:
+        at = record_time_ms(record)
+        if at is not None and (latest is None or at > latest):
+            latest = at
+        times.append(latest)
+    return times
+
+
 class Countable(Protocol):
     """A Prometheus counter, or one of its labelled children."""
 
@@ -111,13 +123,8 @@ class PartitionBatch:
         """The stream time at each record, in order: the highest event time up to and
         including it (Kafka Streams' stream time as each record is processed). A rule
         that decides per record with it decides alike however the records are batched."""
-        latest, times = self.first_stream_time_ms, []
-        for record in self.records:
-            at = record_time_ms(record)
-            if at is not None and (latest is None or at > latest):
-                latest = at
-            times.append(_datetime(latest))
-        return times
+        times = running_stream_times(self.first_stream_time_ms, self.records)
+        return [_datetime(at) for at in times]
 
     def stream_time_of(self, topic: str) -> datetime | None:
         """The stream time of `topic`'s partition of this number (None before any record)."""
@@ -145,9 +152,7 @@ class PartitionBatch:
         """A batch over some of these records that reads this one's writes and keeps its
         own apart until `merge_into_parent` (a record retried alone after a failure)."""
         tables = {name: view.fork() for name, view in self.tables.items()}
-        return PartitionBatch(self.topic, self.partition, records, tables, self.stream_time_ms,
-                              self.source_times, self.caught_up,
-                              self.first_stream_time_ms)  # fmt: skip
+        return replace(self, records=records, tables=tables, outputs=[], counts=[])
 
     def merge_into(self, parent: PartitionBatch) -> None:
         for view in self.tables.values():

@@ -38,9 +38,10 @@ class KafkaOptions:
     transaction_timeout_ms: int = 10_000
 
 
-def _common(options: KafkaOptions, client_id: str) -> dict[str, Any]:
+def client_config(bootstrap: str, client_id: str) -> dict[str, Any]:
+    """What every librdkafka client of wapipe's is given (the engine's, `wapipe replay`)."""
     return {
-        "bootstrap.servers": options.bootstrap,
+        "bootstrap.servers": bootstrap,
         "client.id": client_id,
         "socket.connection.setup.timeout.ms": 5_000,
         "log_level": 4,  # warnings and worse, through Python logging (JSON lines)
@@ -52,7 +53,7 @@ def consumer(options: KafkaOptions, *, cooperative: bool = True) -> confluent_ka
     """`cooperative`: cooperative-sticky assignment; else `range`, which co-partitions the
     subscribed topics (partition p of each to the same member: engine.loop says why)."""
     return confluent_kafka.Consumer({
-        **_common(options, f"{options.transactional_id}.consumer"),
+        **client_config(options.bootstrap, f"{options.transactional_id}.consumer"),
         "group.id": options.group_id,
         "partition.assignment.strategy": "cooperative-sticky" if cooperative else "range",
         "isolation.level": "read_committed",
@@ -70,7 +71,7 @@ def consumer(options: KafkaOptions, *, cooperative: bool = True) -> confluent_ka
 
 def producer(options: KafkaOptions) -> confluent_kafka.Producer:
     return confluent_kafka.Producer({
-        **_common(options, f"{options.transactional_id}.producer"),
+        **client_config(options.bootstrap, f"{options.transactional_id}.producer"),
         "transactional.id": options.transactional_id,
         "transaction.timeout.ms": options.transaction_timeout_ms,
         "enable.idempotence": True,
@@ -91,7 +92,7 @@ def producer(options: KafkaOptions) -> confluent_kafka.Producer:
 
 def restore_consumer(options: KafkaOptions) -> confluent_kafka.Consumer:
     return confluent_kafka.Consumer({
-        **_common(options, f"{options.transactional_id}.restore"),
+        **client_config(options.bootstrap, f"{options.transactional_id}.restore"),
         "group.id": f"{options.group_id}.restore",  # required by the client; never joined
         "isolation.level": "read_committed",
         "enable.auto.commit": False,

@@ -56,7 +56,7 @@ from prometheus_client import CollectorRegistry
 
 from processors.engine import kafka
 from processors.engine.alignment import Clock, ahead
-from processors.engine.job import Job, PartitionBatch, origin, record_time_ms
+from processors.engine.job import Job, PartitionBatch, origin, running_stream_times
 from processors.engine.metrics import EngineMetrics, Heartbeat, WebServer
 from processors.engine.state.restore import CheckpointAhead, RestoreError, restore
 from processors.engine.state.store import Store, StoreOptions
@@ -283,12 +283,11 @@ class Worker:
         else:
             attempt.merge_into(batch)
             return batch
-        before = stream_time_before
-        for record in records:
+        # Each record alone starts at the stream time the records before it brought.
+        befores = [stream_time_before, *running_stream_times(stream_time_before, records)[:-1]]
+        for record, before in zip(records, befores, strict=True):
             alone = batch.fork([record])
-            alone.first_stream_time_ms = before  # the stream time the records before it brought
-            at = record_time_ms(record)
-            before = at if before is None or (at is not None and at > before) else before
+            alone.first_stream_time_ms = before
             try:
                 self.job.process(alone)
             except Exception as error:

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import Message, TopicPartition
 
-from processors.engine.job import record_time_ms
+from processors.engine.job import running_stream_times
 
 _PREFIX = "wapipe.st1:"  # the metadata's format and version: a later format gets a new one
 
@@ -75,14 +75,10 @@ class StreamTimes:
     def advance(self, topic: str, partition: int, records: Iterable[Message]) -> None:
         """The batch's records of one source partition have been read: its stream time
         becomes the highest of theirs and its own."""
-        key = (topic, partition)
         latest = self.of_source(topic, partition)
-        for record in records:
-            at = record_time_ms(record)
-            if at is not None and (latest is None or at > latest):
-                latest = at
-        if latest is not None:
-            self._pending[key] = latest
+        times = running_stream_times(latest, records)
+        if times and times[-1] is not None:
+            self._pending[(topic, partition)] = times[-1]
 
     def of_source(self, topic: str, partition: int) -> int | None:
         """One source partition's stream time, with the batch in hand (epoch ms)."""

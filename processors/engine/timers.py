@@ -31,12 +31,8 @@ Run = Callable[[Mapping[int, PartitionBatch]], None]
 class Timers:
     def __init__(self, job: str, timers: tuple[Timer, ...], default_source: str,
                  errors: Countable) -> None:  # fmt: skip
-        self.job, self.timers, self.default_source, self.errors = (
-            job,
-            timers,
-            default_source,
-            errors,
-        )
+        self.job, self.timers, self.errors = job, timers, errors
+        self.default_source = default_source
         self._wall_due = [time.monotonic() + timer.every_seconds for timer in timers]
         # (timer, partition) -> the stream time it is next due at; pending: this round's
         self._stream_due: dict[tuple[int, int], int] = {}

@@ -33,10 +33,9 @@ from processors.funnel.windows import (
     WindowKey,
     add_counts,
     contributions,
+    earliest_start,
     summed_changes,
 )
-
-_END = "9999"  # later than any canonical time
 
 
 @dataclass
@@ -83,8 +82,7 @@ class MessageFold:
                 continue
             observed = self.observed[umid]
             contributed = contribute(before) if before is not None else {}
-            earliest = min(min(observation.at for observation, _ in observed),
-                           min((window.start for window in contributed), default=_END))  # fmt: skip
+            earliest = earliest_start((observation.at for observation, _ in observed), contributed)
             compared.append(Change(contributed, contribute(after), observed[0][1],
                                    observed[-1][1], earliest,
                                    partial(self._steps, umid, contribute)))  # fmt: skip

@@ -149,6 +149,13 @@ class Change(Generic[K]):
     steps: Callable[[], Iterable[Step[K]]]
 
 
+def earliest_start(event_times: Iterable[str], before: Iterable[Window]) -> str:
+    """A `Change.earliest`: the earliest of a subject's events in the batch and of the
+    windows it contributed to before it (its windows, before, after or in between,
+    start at or after one of those)."""
+    return min(min(event_times), min((window.start for window in before), default="9999"))
+
+
 def summed_changes(
     subjects: Iterable[Change[K]], final_after: timedelta
 ) -> tuple[dict[K, Counts], int]:
