@@ -168,6 +168,7 @@ CHANGELOGS: tuple[TopicSpec, ...] = (
     changelog("limits", "senders"),
     changelog("limits", "subjects"),
     changelog("templates", "templates"),
+    changelog("templates", "pause_ends"),
     changelog("phones", "phones"),
 )
 

@@ -13,8 +13,10 @@ stream-time timer when the partition's stream time passes the end, and, on a
 partition read to its end (live), a wall-clock timer once the wall clock passes it, so
 that a pause ends on time when no later event comes. The alert's id and content are
 the pause's (event-time) end either way, so a replay, which leaves it to stream time
-until it has caught up, ends it alike (docs/design.md, Time). The wall-clock timer
-also shows every template of the worker's partitions in the gauges.
+until it has caught up, ends it alike (docs/design.md, Time). The timers find the
+pauses due in a second table, a schedule of pause ends (`engine.state.schedule`), so a
+run walks only those, not every template. The wall-clock timer also shows every
+template of the worker's partitions in the gauges.
 
 Exact under crashes as every job on the engine: a batch's states, alerts, table
 writes and input offsets commit in one transaction, or none of it does.
@@ -42,6 +44,7 @@ from processors.engine.job import (
     json_value,
     key_text,
 )
+from processors.engine.state.schedule import Schedule
 from processors.history import load_state
 from processors.keyed_state import KeyedBatch, StateRecords
 from processors.normalize import canonical
@@ -59,7 +62,9 @@ from wapipe.settings import Settings
 
 log = get_logger(__name__)
 
-_TABLE = "templates"
+_TABLE, _PAUSE_ENDS = "templates", "pause_ends"
+# In the schedule's table, outside its range of times: its pauses have been indexed.
+_INDEXED = b"indexed"
 
 
 class TemplateMetrics:
@@ -113,7 +118,8 @@ class TemplatesJob:
         prefix = settings.topic_prefix
         self.sources = (topics.TEMPLATE.name(prefix),)
         # templateId -> its state (JSON). No TTL: templates are few and live for years.
-        self.tables = (Table(_TABLE),)
+        # (pause end, templateId) -> "" for each pause on: what the timers walk.
+        self.tables = (Table(_TABLE), Table(_PAUSE_ENDS))
         every = settings.template_pause_check_seconds
         self.timers = (StreamTimer(every, self.end_pauses),
                        WallClockTimer(every, self.end_pauses_live))  # fmt: skip
@@ -126,18 +132,15 @@ class TemplatesJob:
             alerts_topic=topics.ALERTS.name(prefix),
         )  # fmt: skip
         self.deadletter = topics.DEADLETTER.name(prefix)
-        # partition -> no pause there ends before this ("" : none is paused): a scan of the
-        # partition's templates waits for it. A hint, never later than a stored pause's end:
-        # every event that pauses a template lowers it (also when its batch is processed
-        # again after an abort); unknown after a start or a rebalance.
-        self._next_end: dict[int, str] = {}
 
     def process(self, batch: PartitionBatch) -> None:
         keyed = KeyedBatch(batch, self.records, (key_text(record) for record in batch.records))
+        pause_ends = Schedule(batch.table(_PAUSE_ENDS))
         for record in batch.records:
             template_id = key_text(record)
             event = record_from_value(TemplateEvent, json_value(record))
-            outcome = apply(keyed.state(template_id), event, self.policy)
+            before = keyed.state(template_id)
+            outcome = apply(before, event, self.policy)
             label = outcome.ignored or ("reordered" if outcome.reordered else "applied")
             batch.count(self.metrics.events.labels(label))
             if outcome.disagreement is not None:
@@ -148,19 +151,15 @@ class TemplatesJob:
                             title=outcome.disagreement.title)  # fmt: skip
             keyed.update(template_id, outcome.state)
             self._alert(keyed, template_id, outcome.alerts)
-            self._paused(batch.partition, outcome.state.paused_until)
+            if outcome.state.paused_until != before.paused_until:
+                _schedule_end(pause_ends, outcome.state)
         keyed.send()
-
-    def _paused(self, partition: int, until: str | None) -> None:
-        known = self._next_end.get(partition)
-        if until is not None and known is not None and (not known or until < known):
-            self._next_end[partition] = until
 
     def end_pauses(self, batches: Mapping[int, PartitionBatch]) -> None:
         """End the pauses whose end the partition's stream time has passed."""
         for batch in batches.values():
             if batch.stream_time is not None:
-                self._end_pauses(batch, canonical.format_timestamp(batch.stream_time))
+                self._end_pauses(batch, batch.stream_time)
 
     def end_pauses_live(self, batches: Mapping[int, PartitionBatch], now: datetime) -> None:
         """On the partitions read to their end, end the pauses whose end the wall clock has
@@ -170,41 +169,36 @@ class TemplatesJob:
         self.metrics.clear_states()
         for batch in batches.values():
             if batch.caught_up:
-                self._end_pauses(batch, at)
+                self._end_pauses(batch, now)
             for _, value in batch.table(_TABLE).items():
                 self.metrics.show(load_state(orjson.loads(value), _template, TemplateEvent,
                                              events=False), at)  # fmt: skip
 
-    def _end_pauses(self, batch: PartitionBatch, now: str) -> None:
-        next_end = self._next_end.get(batch.partition)
-        if next_end is not None and (not next_end or next_end > now):
-            return  # no pause of the partition has ended yet
-        keyed = KeyedBatch(batch, self.records, ())
-        still: list[str] = []  # the ends of the pauses that go on
-        for _, value in batch.table(_TABLE).items():
-            raw = orjson.loads(value)
-            # The record's fields suffice to see whether a pause has ended (most often not):
-            # the events are loaded only then.
-            record = load_state(raw, _template, TemplateEvent, events=False)
-            if not end_pause(record, now).alerts:
-                if record.paused_until is not None and not record.disabled:
-                    still.append(record.paused_until)
-                continue
-            state = load_state(raw, _template, TemplateEvent)
-            outcome = end_pause(state, now)
-            batch.count(self.metrics.events.labels("pause_ended"))
-            keyed.update(state.template_id, outcome.state)
-            self._alert(keyed, state.template_id, outcome.alerts)
+    def _end_pauses(self, batch: PartitionBatch, now: datetime) -> None:
+        """End the pauses due by `now`: only those, found in the schedule of pause ends."""
+        pause_ends = Schedule(batch.table(_PAUSE_ENDS))
+        _index_pauses(batch, pause_ends)
+        due = list(pause_ends.due(canonical.epoch_ms(now)))
+        if not due:
+            return
+        keyed = KeyedBatch(batch, self.records, {key.decode() for _, key in due})
+        at = canonical.format_timestamp(now)
+        for end_ms, key in due:
+            pause_ends.done(end_ms, key)  # stale (the pause since changed) or ended now
+            template_id = key.decode()
+            outcome = end_pause(keyed.state(template_id), at)
+            if outcome.alerts:
+                batch.count(self.metrics.events.labels("pause_ended"))
+                keyed.update(template_id, outcome.state)
+                self._alert(keyed, template_id, outcome.alerts)
+            _schedule_end(pause_ends, outcome.state)  # a pause still on keeps its entry
         keyed.send()
-        self._next_end[batch.partition] = min(still, default="")
 
     def dead_letter(self, record: Message, error: BaseException) -> Output:
         return poison_letter(record, error, self.deadletter)
 
     def partitions_revoked(self, partitions: frozenset[int]) -> None:
         self.metrics.clear_states()  # shown again, for the partitions kept, by the next run
-        for partition in partitions:
-            self._next_end.pop(partition, None)
 
     def _alert(self, keyed: KeyedBatch[TemplateState], key: str, alerts: tuple[Alert, ...]) -> None:
         keyed.alert(key, alerts)
@@ -224,6 +218,24 @@ def _load(template_id: str, data: str | bytes | None) -> TemplateState:
     if data is None:
         return TemplateState(template_id=template_id)
     return load_state(orjson.loads(data), _template, TemplateEvent)
+
+
+def _schedule_end(pause_ends: Schedule, state: TemplateState) -> None:
+    """Put the template's pause end, if it is paused, in the schedule the timers walk."""
+    if state.paused_until is not None and not state.disabled:
+        pause_ends.add(canonical.timestamp_ms(state.paused_until) or 0, state.template_id.encode())
+
+
+def _index_pauses(batch: PartitionBatch, pause_ends: Schedule) -> None:
+    """Schedule the pauses of a partition whose state predates the schedule (an upgrade
+    from a version without it), once: a marker in the schedule's table, outside any
+    range of times, says it was done, in the transaction that did it."""
+    if pause_ends.view.get(_INDEXED) is not None:
+        return
+    for _, value in batch.table(_TABLE).items():
+        _schedule_end(pause_ends, load_state(orjson.loads(value), _template, TemplateEvent,
+                                             events=False))  # fmt: skip
+    pause_ends.view.put(_INDEXED, b"")
 
 
 def _template(raw: dict[str, Any]) -> TemplateState:

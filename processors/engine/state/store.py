@@ -111,6 +111,14 @@ class Store:
             cursor.next()
         return found, (cursor.key() if cursor.valid() else None)
 
+    def range(self, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The (key, value) pairs with `start <= key < stop`, in key order."""
+        cursor = self._db.iter()
+        cursor.seek(start)
+        while cursor.valid() and cursor.key() < stop:
+            yield cursor.key(), cursor.value()
+            cursor.next()
+
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) of the table partition (for gauges over few keys)."""
         for key, value in self._db.items():

@@ -50,6 +50,18 @@ class TableView:
             if written is not None:
                 yield key, written
 
+    def range(self, start: bytes, stop: bytes) -> list[tuple[bytes, bytes]]:
+        """The (key, value) pairs with `start <= key < stop` as this batch sees them, in key
+        order: a walk of that range of the store only."""
+        found = dict(self.store.range(start, stop))
+        for key, written in self._all_pending().items():
+            if start <= key < stop:
+                if written is None:
+                    found.pop(key, None)
+                else:
+                    found[key] = written
+        return sorted(found.items())
+
     def put(self, key: bytes, value: bytes) -> None:
         if key.startswith(RESERVED_PREFIX):
             raise ValueError(f"table keys may not start with a NUL byte: {key!r}")

@@ -88,3 +88,15 @@ def test_a_fork_reads_its_parents_writes_and_merges_only_when_told(store: Store)
 def test_keys_may_not_take_the_checkpoints_prefix(store: Store) -> None:
     with pytest.raises(ValueError, match="NUL"):
         TableView(store).put(b"\x00wapipe.checkpoint", b"0")
+
+
+def test_a_views_range_merges_its_writes_over_that_range_of_the_store(store: Store) -> None:
+    store.apply({b"a": b"1", b"b": b"2", b"c": b"3", b"e": b"5"}, checkpoint=4)
+    parent = TableView(store)
+    parent.delete(b"b")
+    view = parent.fork()
+    view.put(b"d", b"4")
+    view.put(b"c", b"30")
+    view.put(b"z", b"26")  # outside the range
+    assert view.range(b"b", b"e") == [(b"c", b"30"), (b"d", b"4")]
+    assert parent.range(b"a", b"f") == [(b"a", b"1"), (b"c", b"3"), (b"e", b"5")]

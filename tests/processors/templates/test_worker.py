@@ -12,7 +12,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from state_topics import StateAndAlerts, feed, run_with_sigkills
 from typed_events import template_event
 
@@ -112,6 +114,32 @@ async def test_the_three_strike_story_and_a_pause_that_ends(kafka_settings, star
         (b, at(-1)), (t, at(-27))]  # fmt: skip
     assert all(alert["severity"] == "info" for alert in ended)
     assert expected(story)[0][t] == state
+
+
+async def test_a_pause_stored_before_the_schedule_of_pause_ends_existed_ends_too(
+    kafka_settings, start_worker, tmp_path
+):
+    """An upgrade: the table holds a paused template, written by a version that kept no
+    schedule of pause ends; the timers index it once and end its pause."""
+    template_id = "123987456000"
+    paused = apply(TemplateState(template_id), quality(template_id, -4, "GREEN", "RED"),
+                   StrikePolicy()).state  # fmt: skip
+    assert paused.paused_until == at(-1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        changelog = topics.changelog("templates", "templates").name(kafka_settings.topic_prefix)
+        await producer.send_and_wait(changelog, orjson.dumps(paused), key=template_id.encode())
+    finally:
+        await producer.stop()
+    worker = start_worker("templates", kafka_settings, WAPIPE_TEMPLATE_PAUSE_CHECK_SECONDS="1")
+    async with StateAndAlerts(kafka_settings, topics.TEMPLATE_STATE) as outputs:
+        await outputs.until(
+            lambda: any(alert["type"] == "TEMPLATE_UNPAUSED" for alert in outputs.alerts),
+            worker, tmp_path / "templates.log", "the stored pause ended",
+        )  # fmt: skip
+    assert outputs.states[template_id]["pausedUntil"] is None
+    assert [alert["occurredAt"] for alert in outputs.alerts] == [at(-1)]
 
 
 async def test_sigkills_change_neither_the_states_nor_the_alert_ids(
