@@ -140,6 +140,7 @@ class Worker:
         self._to_restore: list[TopicPartition] = []
         self._assigned: set[tuple[str, int]] = set()
         self._held: set[tuple[str, int]] = set()  # paused by alignment (`_align`)
+        self._started: dict[tuple[str, int], int] = {}  # the committed offsets read from
         self._stopping = False
         self._polled = False
         self._failed_batches = 0
@@ -328,7 +329,7 @@ class Worker:
             if key in restoring or tp.partition not in self.stores:
                 continue
             low, end = self.consumer.get_watermark_offsets(tp, cached=True)
-            reading = end > (tp.offset if tp.offset >= 0 else low)
+            reading = end > self._read_to(tp, low)
             clocks[key] = Clock(self.stream_times.of_source(tp.topic, tp.partition), reading)
         held = ahead(clocks, max_drift)
         if held - self._held:
@@ -344,9 +345,20 @@ class Worker:
         behind: set[int] = set()
         for tp in self.consumer.position(self.consumer.assignment()):
             low, end = self.consumer.get_watermark_offsets(tp, cached=True)
-            if end < 0 or (tp.offset < end and not (tp.offset < 0 and low >= end)):
+            if end < 0 or self._read_to(tp, low) < end:
                 behind.add(tp.partition)
         return set(self.stores) - behind
+
+    def _read_to(self, position: TopicPartition, low: int) -> int:
+        """The offset the partition has been read to: its position, which librdkafka sets
+        only once a fetch returned records (committed or aborted); before that, where
+        reading started (the committed offset, else the earliest). A partition whose
+        committed offset is its end is read to it: taken as still reading, it would
+        hold back every other partition (`_align`) until a new record came."""
+        if position.offset >= 0:
+            return position.offset
+        started = self._started.get((position.topic, position.partition), -1)
+        return started if started >= 0 else low
 
     # --- the transaction ----------------------------------------------------------------------
     def _commit(
@@ -501,6 +513,8 @@ class Worker:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned -= gone
         self._held -= gone
+        for key in gone:
+            self._started.pop(key, None)
         self._to_restore = [tp for tp in self._to_restore if (tp.topic, tp.partition) not in gone]
         self.stream_times.forget(gone)
         # A partition number leaves once none of its sources' partitions is left here.
@@ -531,7 +545,9 @@ class Worker:
         try:
             # Stable offsets: a predecessor's open transaction on these partitions ends first.
             timeout = self.config.broker_timeout_seconds
-            self.stream_times.load(self.consumer.committed(partitions, timeout=timeout))
+            committed = self.consumer.committed(partitions, timeout=timeout)
+            self.stream_times.load(committed)
+            self._started.update({(tp.topic, tp.partition): tp.offset for tp in committed})
             for partition in sorted({tp.partition for tp in partitions} - set(self.stores)):
                 opened = self._opened(partition, deadline)
                 if opened is not None:

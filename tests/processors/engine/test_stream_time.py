@@ -180,3 +180,37 @@ def test_a_job_is_told_which_partitions_left_it(
                 time.sleep(0.1)
             moved = set(joined.stores)
     assert moved <= first.revoked
+
+
+def test_a_source_partition_committed_at_its_end_holds_no_other_back_after_a_restart(
+    kafka_bootstrap: str, tmp_path: Path, unused_port
+) -> None:
+    """Aligned, two sources. `more` is read to its end and committed there, at an old
+    stream time; then `source` gets records a day later. A restarted worker has read
+    nothing of `more` (librdkafka leaves the position unset until a fetch returns a
+    record): `more` is nonetheless read to its end, so it holds nothing back."""
+    topics = Topics(kafka_bootstrap)
+    producer = Producer({"bootstrap.servers": topics.bootstrap})
+    for partition in range(PARTITIONS):
+        producer.produce(topics.more, b"x", f"more{partition}".encode(), partition=partition,
+                         timestamp=BASE_MS)  # fmt: skip
+    assert producer.flush(30) == 0, "records not delivered"
+    output = Reader(kafka_bootstrap, topics.output)
+    config = engine_config(topics, tmp_path, unused_port(), max_drift_ms=10 * TICK_MS)
+
+    def clock() -> StreamClock:
+        job = StreamClock(topics)
+        job.sources, job.aligned = (topics.source, topics.more), True
+        return job
+
+    try:
+        with running(clock(), config):
+            output.until(lambda: len(_values(output, b"more")) == PARTITIONS, "the old records")
+        _feed(topics, [BASE_MS + 86_400_000] * 900, key_prefix="later")  # batches of 100
+        with running(clock(), replace(config, web_port=unused_port())):
+            output.until(
+                lambda: len(_values(output, b"later")) == 900,
+                "the later records (held back by the partitions read to their end?)",
+            )
+    finally:
+        output.close()
