@@ -273,6 +273,15 @@ class Settings(BaseSettings):
     funnel_alert_window: Literal["1m", "1h"] = Field(
         "1h", description="The funnel window size the rate alerts look at."
     )
+    funnel_alert_delay_minutes: int = Field(
+        10,
+        ge=0,
+        le=1440,
+        description="How long after a rate-alert window's end (in stream time: event time) "
+        "its receipts still count toward its alerts (reads come after deliveries). The "
+        "alerts are decided then, plus WAPIPE_PROCESSOR_MAX_DRIFT_SECONDS for the other "
+        "partitions' receipts of that time: a window's alert comes that long after its end.",
+    )
     funnel_failure_rate_alert: float = Field(
         0.2,
         gt=0,

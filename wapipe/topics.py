@@ -164,6 +164,7 @@ CHANGELOGS: tuple[TopicSpec, ...] = (
     changelog("funnel", "windows"),
     changelog("funnel", "subaccount_windows"),
     changelog("funnel", "billing"),
+    changelog("funnel", "alerts_due"),
     changelog("conversations", "pairs"),
     changelog("limits", "senders"),
     changelog("limits", "subjects"),

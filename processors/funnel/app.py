@@ -33,13 +33,16 @@ from processors.dead_letters import poison_letter
 from processors.engine.job import (
     Output,
     PartitionBatch,
+    StreamTimer,
     Table,
     WallClockTimer,
     json_value,
     key_text,
     record_time_ms,
+    running_stream_times,
 )
-from processors.funnel.batch import MessageFold, SubAccountWindow, TotalsFold
+from processors.engine.state.schedule import Schedule
+from processors.funnel.batch import MessageFold, SubAccountWindow, TotalsFold, decide
 from processors.funnel.billing import BillingKey, billing_record, sum_deltas
 from processors.funnel.metrics import FunnelMetrics, WindowGauges
 from processors.funnel.rate_alerts import RateThresholds, subaccount_key
@@ -58,8 +61,10 @@ from wapipe import topics
 from wapipe.settings import Settings
 
 _GAUGE_SWEEP_SECONDS = 10.0
+_DECIDE_EVERY_SECONDS = 10.0  # of stream time: the timer only sends what is already due
+_DECIDE_LIVE_SECONDS = 1.0  # of the wall clock, when stream time stands still
 _MESSAGES, _WINDOWS, _SUBACCOUNTS = "messages", "windows", "subaccount_windows"
-_BILLING = "billing"
+_BILLING, _ALERTS_DUE = "billing", "alerts_due"
 
 
 class FunnelJob:
@@ -80,8 +85,16 @@ class FunnelJob:
             Table(_WINDOWS, ttl_days=window_days),  # window id -> its total counts
             Table(_SUBACCOUNTS, ttl_days=window_days),  # -> {"counts", "alerted"}
             Table(_BILLING, ttl_days=window_days),  # billing window id -> its total counts
+            Table(_ALERTS_DUE),  # (decided at, sub-account window id) -> "" until decided
         )
-        self.timers = (WallClockTimer(_GAUGE_SWEEP_SECONDS, self.sweep_gauges),)
+        self.timers = (
+            StreamTimer(_DECIDE_EVERY_SECONDS, self.decide_rate_alerts, source=self.deltas),
+            WallClockTimer(_DECIDE_LIVE_SECONDS, self.decide_rate_alerts_live),
+            WallClockTimer(_GAUGE_SWEEP_SECONDS, self.sweep_gauges),
+        )
+        # partition -> its deltas' stream time, and since when (wall clock) it stands still
+        # with the partition read to its end
+        self._standing_still: dict[int, tuple[datetime, datetime]] = {}
         self.message_state = topics.MESSAGE_STATE.name(prefix)
         self.funnel = topics.FUNNEL.name(prefix)
         self.billing = topics.BILLING.name(prefix)
@@ -95,6 +108,8 @@ class FunnelJob:
             read_rate=settings.funnel_read_rate_alert,
             min_volume=settings.funnel_alert_min_volume,
             service_window_failures=settings.service_window_failures_alert,
+            delay=timedelta(minutes=settings.funnel_alert_delay_minutes),
+            allowance=timedelta(seconds=settings.processor_max_drift_seconds),
         )
 
     def process(self, batch: PartitionBatch) -> None:
@@ -105,6 +120,29 @@ class FunnelJob:
         else:
             self._merge(batch)
 
+    def decide_rate_alerts(self, batches: Mapping[int, PartitionBatch]) -> None:
+        """Decide the sub-accounts' windows whose time the deltas' stream time has reached."""
+        for batch in batches.values():
+            if batch.stream_time_ms is not None:
+                self._decide(batch, batch.stream_time_ms)
+
+    def decide_rate_alerts_live(self, batches: Mapping[int, PartitionBatch], now: datetime) -> None:
+        """On a partition read to its end, stream time stands still while no traffic comes:
+        decide as if it moved on with the wall clock from when it stopped (so a window's
+        alerts come when traffic stops, as they would have with more of it). Not from
+        the wall clock itself: events days old (a backlog, a replay) would be decided
+        before their window's later receipts were read, whenever a partition caught up
+        for a moment."""
+        for partition, batch in batches.items():
+            stream_time = batch.stream_time_of(self.deltas)
+            still = self._standing_still.get(partition)
+            if not batch.caught_up or stream_time is None:
+                self._standing_still.pop(partition, None)
+            elif still is None or still[0] != stream_time:
+                self._standing_still[partition] = (stream_time, now)
+            else:
+                self._decide(batch, canonical.epoch_ms(stream_time + (now - still[1])))
+
     def sweep_gauges(self, _batches: Mapping[int, PartitionBatch], now: datetime) -> None:
         """The gauges show the current windows: the wall clock says which are current."""
         self.gauges.sweep(now)
@@ -114,6 +152,8 @@ class FunnelJob:
 
     def partitions_revoked(self, partitions: frozenset[int]) -> None:
         self.gauges.clear()  # the windows of the partitions kept come back with their totals
+        for partition in partitions:
+            self._standing_still.pop(partition, None)
 
     # --- the three hops ------------------------------------------------------------------------
     def _rekey_replies(self, batch: PartitionBatch) -> None:
@@ -161,10 +201,16 @@ class FunnelJob:
 
     def _sum_deltas(self, batch: PartitionBatch) -> None:
         deltas: list[dict[str, Any]] = []
+        stream_times: list[int | None] = []  # of each window delta's record
         billing: list[dict[str, Any]] = []
-        for message in batch.records:
+        at = running_stream_times(batch.first_stream_time_ms, batch.records)
+        for message, stream_time in zip(batch.records, at, strict=True):
             delta = json_value(message)
-            (billing if "billing" in delta else deltas).append(delta)
+            if "billing" in delta:
+                billing.append(delta)
+            else:
+                deltas.append(delta)
+                stream_times.append(stream_time)
         if billing:
             self._sum_billing(batch, billing)
         windows, subaccounts = batch.table(_WINDOWS), batch.table(_SUBACCOUNTS)
@@ -179,14 +225,8 @@ class FunnelJob:
              for key, value in stored_subaccounts.items() if value},
             self.limits,
         )  # fmt: skip
-        for key, delta in zip(keys, deltas, strict=True):
-            fold.add(key, delta["counts"])
-        for window, alert in fold.alerts():
-            batch.send(self.alerts, window.sub_account_id.encode(),
-                       orjson.dumps(alert_value(alert)),
-                       timestamp_ms=canonical.timestamp_ms(alert.occurred_at))  # fmt: skip
-            batch.count(self.metrics.alerts.labels(alert.type, window.sub_account_id or "unknown"))
-            self.gauges.show_alert(alert.type, window)
+        for key, delta, stream_time in zip(keys, deltas, stream_times, strict=True):
+            fold.add(key, delta["counts"], stream_time)
         totals = fold.changed_totals()
         for window_id, counts in totals.items():
             key = WindowKey.decode(window_id)
@@ -195,9 +235,38 @@ class FunnelJob:
                        timestamp_ms=canonical.timestamp_ms(key.start))  # fmt: skip
             windows.put(window_id.encode(), orjson.dumps(counts))
             self.gauges.show(key, record)
+        alerts_due = Schedule(batch.table(_ALERTS_DUE))
         for whole, subaccount in fold.touched_subaccounts.items():
             subaccounts.put(whole.encode(), orjson.dumps(subaccount))
+            alerts_due.add(self.limits.decides_at(WindowKey.decode(whole)), whole.encode())
         batch.count(self.metrics.window_records, len(totals))
+        batch.count(self.metrics.late_for_alerts, fold.late_for_alerts)
+
+    def _decide(self, batch: PartitionBatch, until_ms: int) -> None:
+        """Decide the sub-accounts' windows due by `until_ms`; send their alerts."""
+        alerts_due = Schedule(batch.table(_ALERTS_DUE))
+        due = list(alerts_due.due(until_ms))
+        if not due:
+            return
+        subaccounts = batch.table(_SUBACCOUNTS)
+        stored = subaccounts.get_many({whole for _, whole in due})
+        for decides_at, whole in due:
+            alerts_due.done(decides_at, whole)
+            value = stored.get(whole)
+            if value is None:  # gone with the table's time-to-live
+                continue
+            window = _subaccount_window(value)
+            if window.decided:
+                continue
+            key = WindowKey.decode(whole.decode())
+            decided, alerts = decide(key, window, self.limits)
+            subaccounts.put(whole, orjson.dumps(decided))
+            for alert in alerts:
+                batch.send(self.alerts, key.sub_account_id.encode(),
+                           orjson.dumps(alert_value(alert)),
+                           timestamp_ms=canonical.timestamp_ms(alert.occurred_at))  # fmt: skip
+                batch.count(self.metrics.alerts.labels(alert.type, key.sub_account_id or "unknown"))
+                self.gauges.show_alert(alert.type, key)
 
     def _sum_billing(self, batch: PartitionBatch, deltas: list[dict[str, Any]]) -> None:
         table = batch.table(_BILLING)
@@ -217,5 +286,5 @@ def create_job(settings: Settings, registry: CollectorRegistry) -> FunnelJob:
 
 
 def _subaccount_window(value: bytes) -> SubAccountWindow:
-    raw = orjson.loads(value)
-    return SubAccountWindow(raw["counts"], tuple(raw["alerted"]))
+    raw = orjson.loads(value)  # without "decided": written before windows were decided
+    return SubAccountWindow(raw["counts"], tuple(raw["alerted"]), raw.get("decided", False))

@@ -6,8 +6,9 @@ writes the tables around them, and tests replay them freely).
   delta per window and batch). A message's change changes each window it contributes
   to by `after - before` of its contributions (`windows.changes`), before and after the
   whole batch, each change judged final or not at its record's stream time.
-- `TotalsFold`: window deltas in; each touched window's new total, and the rate
-  alerts of the sub-accounts' windows, each alert once.
+- `TotalsFold`: window deltas in, each with its record's stream time; each touched
+  window's new total, and the sub-accounts' windows the rate alerts count, until their
+  decision (`decide`: the alerts, once).
 
 Why plain sums are exact: a delta is sent in the transaction of the batch that made
 it, with that batch's input offsets, so each exists once or not at all; a total is
@@ -17,7 +18,7 @@ the sum of every delta of its window, written in the transaction that read them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -105,10 +106,12 @@ class MessageFold:
 @dataclass(frozen=True)
 class SubAccountWindow:
     """A sub-account's window of the rate alerts' size: its total over countries and
-    template categories, and the alerts sent for it (each condition alerted once)."""
+    template categories as the alerts see it (the deltas that came before the window
+    was decided), whether its alerts have been decided, and those sent."""
 
     counts: Counts
     alerted: tuple[str, ...] = ()
+    decided: bool = False
 
 
 @dataclass
@@ -118,29 +121,25 @@ class TotalsFold:
     limits: RateThresholds
     totals: dict[str, Counts] = field(default_factory=dict)  # touched window id -> new total
     touched_subaccounts: dict[str, SubAccountWindow] = field(default_factory=dict)
+    late_for_alerts: int = 0  # deltas that came after their sub-account window was decided
 
-    def add(self, key: WindowKey, delta: Mapping[str, int]) -> None:
+    def add(
+        self, key: WindowKey, delta: Mapping[str, int], stream_time_ms: int | None = None
+    ) -> None:
+        """Add a window's delta, whose record came at `stream_time_ms` (the deltas
+        partition's): to the window's total, and to its sub-account's window for the
+        rate alerts unless that is decided by then (`decides_at`)."""
         window_id = key.encode()
         self.totals[window_id] = add_counts(self._total(window_id), delta)
         if key.size == self.limits.window:
-            whole = subaccount_key(key).encode()
-            current = self._subaccount(whole)
-            self.touched_subaccounts[whole] = SubAccountWindow(
-                add_counts(current.counts, delta), current.alerted)  # fmt: skip
-
-    def alerts(self) -> list[tuple[WindowKey, Alert]]:
-        """The rate alerts the touched sub-account windows call for and have not had yet,
-        each with its sub-account window."""
-        raised = []
-        for whole, window in self.touched_subaccounts.items():
-            key = WindowKey.decode(whole)
-            new = [alert for alert in rate_alerts(key, window.counts, self.limits)
-                   if alert.alert_id not in window.alerted]  # fmt: skip
-            if new:
-                alerted = (*window.alerted, *(alert.alert_id for alert in new))
-                self.touched_subaccounts[whole] = SubAccountWindow(window.counts, alerted)
-                raised += [(key, alert) for alert in new]
-        return raised
+            whole = subaccount_key(key)
+            current = self._subaccount(whole.encode())
+            late = stream_time_ms is not None and stream_time_ms >= self.limits.decides_at(whole)
+            if current.decided or late:
+                self.late_for_alerts += 1
+            else:
+                self.touched_subaccounts[whole.encode()] = replace(
+                    current, counts=add_counts(current.counts, delta))  # fmt: skip
 
     def changed_totals(self) -> dict[str, Counts]:
         """The touched windows whose total changed: one whose deltas cancel out (a message
@@ -155,3 +154,14 @@ class TotalsFold:
     def _subaccount(self, whole: str) -> SubAccountWindow:
         found = self.touched_subaccounts.get(whole)
         return found if found is not None else self.subaccounts.get(whole, SubAccountWindow({}))
+
+
+def decide(
+    key: WindowKey, window: SubAccountWindow, limits: RateThresholds
+) -> tuple[SubAccountWindow, list[Alert]]:
+    """A sub-account's window (`subaccount_key`) decided: the rate alerts its counts call
+    for (those not sent before), and the window marked decided."""
+    new = [alert for alert in rate_alerts(key, window.counts, limits)
+           if alert.alert_id not in window.alerted]  # fmt: skip
+    alerted = (*window.alerted, *(alert.alert_id for alert in new))
+    return SubAccountWindow(window.counts, alerted, decided=True), new

@@ -10,13 +10,14 @@ partitioned by sub-account), so sums across workers are right.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from processors.funnel.windows import QUANTILES, STAGES, WINDOW_SECONDS, WindowKey
 from processors.normalize import canonical
 
+_ALERT_SHOWN = timedelta(minutes=15)  # a rate alert's gauge, at least (scrapes, rules)
 _DIMENSIONS = ["window", "sub_account_id", "country", "template_category"]
 # The `stage` label of wapipe_funnel_window_messages: the transitions, and the free-form
 # messages sent outside the customer's service window (and of those, the failed ones).
@@ -49,6 +50,12 @@ class FunnelMetrics:
             "wapipe_funnel_late_changes",
             "Window changes dropped because their window was final "
             "(WAPIPE_FUNNEL_WINDOW_DAYS past its end).",
+            registry=registry,
+        )
+        self.late_for_alerts = Counter(
+            "wapipe_funnel_rate_alert_late_changes",
+            "Window changes not counted in the rate alerts because their sub-account window "
+            "had been decided (WAPIPE_FUNNEL_ALERT_DELAY_MINUTES and the drift past its end).",
             registry=registry,
         )
         self.alerts = Counter(
@@ -113,7 +120,7 @@ class WindowGauges:
             registry=registry,
         )
         self._current: dict[tuple[str, ...], tuple[str, set[str]]] = {}  # -> (start, error codes)
-        self._alerted: dict[tuple[str, str], WindowKey] = {}  # (type, sub-account) -> window
+        self._alerted: dict[tuple[str, str], datetime] = {}  # (type, sub-account) -> shown until
 
     def show(self, key: WindowKey, record: Mapping[str, object]) -> None:
         """Show `record` if its window is the latest one of its combination."""
@@ -145,8 +152,11 @@ class WindowGauges:
         self._current[labels] = (key.start, set(codes))
 
     def show_alert(self, kind: str, key: WindowKey) -> None:
+        """Show a rate alert for a window's length (at least `_ALERT_SHOWN`) from now: it is
+        raised once its window is decided, some time after the window's end."""
         labels = (kind, key.sub_account_id or "unknown")
-        self._alerted[labels] = key
+        length = max(timedelta(seconds=WINDOW_SECONDS[key.size]), _ALERT_SHOWN)
+        self._alerted[labels] = datetime.now(UTC) + length
         self.rate_alert.labels(*labels).set(1)
 
     def sweep(self, now: datetime) -> None:
@@ -154,8 +164,8 @@ class WindowGauges:
         for labels, (start, _) in list(self._current.items()):
             if _over(labels[0], start, now):
                 self._remove(labels)
-        for labels, key in list(self._alerted.items()):
-            if _over(key.size, key.start, now):
+        for labels, until in list(self._alerted.items()):
+            if until < now:
                 del self._alerted[labels]
                 self.rate_alert.remove(*labels)
 

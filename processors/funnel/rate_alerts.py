@@ -3,17 +3,27 @@ free-form messages failing for want of an open customer-service window.
 
 A sub-account's window is the sum of its windows per country and template
 category (`subaccount_key` names it). An alert needs a minimum volume, so one failure
-out of two messages is no spike, and its id names the window, so the same
-condition is alerted once however often the window is re-published.
+out of two messages is no spike, and its id names the window.
+
+A window's alerts are decided once, when stream time has passed its end by `delay`
+(the receipts that come after its end, reads above all, still count) and `allowance`
+(the drift: the other partitions' deltas of that time still arrive), on the deltas that
+came before that stream time (`decides_at`). Deciding on running totals instead would
+alert at the first 50 deliveries of a campaign, none read yet, and give other counts,
+or no alert, on a replay; decided at a point of stream time, the alert is what the
+events give (docs/design.md, Time).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from functools import lru_cache
 
 from processors.alerts import Alert, make_id
 from processors.funnel.windows import WindowKey, funnel_record
+from processors.normalize import canonical
 
 
 @dataclass(frozen=True)
@@ -23,6 +33,13 @@ class RateThresholds:
     read_rate: float = 0.3  # read / delivered at or below: a drop
     min_volume: int = 50  # messages with an outcome (failure) or delivered (read) at least
     service_window_failures: int = 10  # free-form sends failed outside the window: more is alerted
+    delay: timedelta = timedelta(minutes=10)  # of stream time past the window's end
+    allowance: timedelta = timedelta(minutes=10)  # the sources' drift
+
+    def decides_at(self, key: WindowKey) -> int:
+        """The stream time (epoch ms) at which the window's alerts are decided: deltas
+        that come at or after it no longer count toward them."""
+        return _epoch_ms(key.end) + (self.delay + self.allowance) // timedelta(milliseconds=1)
 
 
 def subaccount_key(key: WindowKey) -> WindowKey:
@@ -81,3 +98,8 @@ def rate_alerts(key: WindowKey, counts: Mapping[str, int], limits: RateThreshold
              "sentOutsideWindow": record["freeformOutsideWindow"]},
         ))  # fmt: skip
     return alerts
+
+
+@lru_cache(maxsize=1024)  # a batch touches few windows, many times each
+def _epoch_ms(at: str) -> int:
+    return canonical.epoch_ms(canonical.parse_timestamp(at, "windowEnd"))

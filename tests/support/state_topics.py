@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from stream_times import assert_job_stream_times
 
 import schemas
+from processors.normalize import canonical
 from processors.normalize.records import record_value
 from wapipe import topics
 from wapipe.settings import Settings
@@ -24,13 +25,15 @@ from wapipe.topics import TopicSpec
 
 async def feed(settings: Settings, spec: TopicSpec, records: Sequence[Any],
                key: Callable[[Any], str]) -> None:  # fmt: skip
-    """Write normalize-style records to `spec`, keyed by `key(record)`, in order."""
+    """Write normalize-style records to `spec`, keyed by `key(record)`, in order, each
+    stamped with its event time as the normalize job stamps it (the jobs' stream time)."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
     await producer.start()
     try:
         deliveries = [
             await producer.send(spec.name(settings.topic_prefix),
-                                orjson.dumps(record_value(record)), key=key(record).encode())
+                                orjson.dumps(record_value(record)), key=key(record).encode(),
+                                timestamp_ms=canonical.timestamp_ms(record.occurred_at))
             for record in records
         ]  # fmt: skip
         await asyncio.gather(*deliveries)
