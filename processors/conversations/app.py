@@ -44,6 +44,8 @@ from processors.engine.job import (
     key_text,
     record_time_ms,
 )
+from processors.funnel.deltas import send_deltas
+from processors.funnel.rate_alerts import RateThresholds
 from processors.normalize import canonical
 from processors.normalize.records import InboundMessage, Receipt, record_from_value
 from wapipe import topics
@@ -99,6 +101,7 @@ class ConversationsJob:
         self.deadletter = topics.DEADLETTER.name(prefix)
         self.retention = timedelta(days=settings.message_state_days)
         self.final_after = timedelta(days=settings.funnel_window_days)
+        self.rate_alerts = RateThresholds.of(settings)  # its share of them: the free-form counts
 
     def process(self, batch: PartitionBatch) -> None:
         if batch.topic == self.events:
@@ -164,10 +167,10 @@ class ConversationsJob:
             batch.send(self.service_windows, pair.encode(), orjson.dumps(record),
                        timestamp_ms=canonical.timestamp_ms(last_inbound_at))  # fmt: skip
         batch.count(self.metrics.service_windows, len(service_windows))
-        deltas, late = fold.window_deltas(self.final_after)
-        for window, counts in deltas.items():  # stamped with the stream time, as the funnel's
-            batch.send(self.deltas, window.sub_account_id.encode(),
-                       orjson.dumps({"window": window.encode(), "counts": counts}))  # fmt: skip
+        for_alerts = self.rate_alerts.horizon()
+        deltas, late = fold.window_deltas(self.final_after, for_alerts)
+        kinds = {"window": deltas.items(), "alert": for_alerts.deltas.items()}
+        send_deltas(batch, self.deltas, kinds, at_window_start=True)
         for sub_account, reach in fold.reach_deltas().items():
             batch.send(self.senders, sub_account.encode(), orjson.dumps({"reach": reach}))
         for pair, state in fold.to_store().items():

@@ -30,6 +30,7 @@ from processors.conversations.rules import (
 from processors.funnel.windows import (
     Change,
     Counts,
+    Horizon,
     Step,
     WindowKey,
     decode_id,
@@ -95,11 +96,14 @@ class PairFold:
                 records[pair] = record
         return records
 
-    def window_deltas(self, final_after: timedelta) -> tuple[dict[WindowKey, Counts], int]:
+    def window_deltas(
+        self, final_after: timedelta, horizon: Horizon[WindowKey] | None = None
+    ) -> tuple[dict[WindowKey, Counts], int]:
         """The batch's change to each funnel window's outside-window counts, and how many
-        changes were dropped because their window was final at their record's stream time."""
+        changes were dropped because their window was final at their record's stream
+        time; with a `horizon`, also its sums (the funnel's rate alerts')."""
         return summed_changes((self._change(pair, after) for pair, after in self.changed.items()),
-                              final_after)  # fmt: skip
+                              final_after, horizon)  # fmt: skip
 
     def _change(self, pair: str, after: Conversation) -> Change[WindowKey]:
         observed = self.observed[pair]

@@ -20,7 +20,7 @@ reply, delta and total is written once: plain sums are exact (`batch` says why).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,13 +39,13 @@ from processors.engine.job import (
     json_value,
     key_text,
     record_time_ms,
-    running_stream_times,
 )
 from processors.engine.state.schedule import Schedule
 from processors.funnel.batch import MessageFold, SubAccountWindow, TotalsFold, decide
 from processors.funnel.billing import BillingKey, billing_record, sum_deltas
+from processors.funnel.deltas import DeltaWindow, send_deltas
 from processors.funnel.metrics import FunnelMetrics, WindowGauges
-from processors.funnel.rate_alerts import RateThresholds, subaccount_key
+from processors.funnel.rate_alerts import RateThresholds
 from processors.funnel.state import (
     Observation,
     dump_state,
@@ -54,7 +54,7 @@ from processors.funnel.state import (
     observe_receipt,
     observe_reply,
 )
-from processors.funnel.windows import WindowKey, funnel_record
+from processors.funnel.windows import Counts, WindowKey, funnel_record
 from processors.normalize import canonical
 from processors.normalize.records import InboundMessage, Receipt, record_from_value
 from wapipe import topics
@@ -102,15 +102,7 @@ class FunnelJob:
         self.alerts = topics.ALERTS.name(prefix)
         self.deadletter = topics.DEADLETTER.name(prefix)
         self.final_after = timedelta(days=settings.funnel_window_days)
-        self.limits = RateThresholds(
-            window=settings.funnel_alert_window,
-            failure_rate=settings.funnel_failure_rate_alert,
-            read_rate=settings.funnel_read_rate_alert,
-            min_volume=settings.funnel_alert_min_volume,
-            service_window_failures=settings.service_window_failures_alert,
-            delay=timedelta(minutes=settings.funnel_alert_delay_minutes),
-            allowance=timedelta(seconds=settings.processor_max_drift_seconds),
-        )
+        self.limits = RateThresholds.of(settings)
 
     def process(self, batch: PartitionBatch) -> None:
         if batch.topic == self.deltas:
@@ -187,46 +179,47 @@ class FunnelJob:
             batch.send(self.message_state, key, orjson.dumps(message_state_value(state)),
                        timestamp_ms=canonical.timestamp_ms(state.last_event_at))  # fmt: skip
             messages.put(key, dump_state(state))
-        deltas, late_changes = fold.window_deltas()
+        for_alerts = self.limits.horizon()
+        deltas, late_changes = fold.window_deltas(for_alerts)
         billing_deltas, late_billing = fold.billing_deltas()
-        # Stamped with the stream time (the default): the deltas' own stream time then
-        # follows this hop's, as the alignment of the funnel's sources expects.
-        for kind, changed in (("window", deltas), ("billing", billing_deltas)):
-            for window, counts in changed.items():
-                batch.send(self.deltas, window.sub_account_id.encode(),
-                           orjson.dumps({kind: window.encode(), "counts": counts}))  # fmt: skip
+        kinds: dict[str, Iterable[tuple[DeltaWindow, Counts]]] = {
+            "window": deltas.items(), "billing": billing_deltas.items(),
+            "alert": for_alerts.deltas.items(),
+        }  # fmt: skip
+        send_deltas(batch, self.deltas, kinds)
         batch.count(self.metrics.merged, len(observations))
         batch.count(self.metrics.state_changes, len(fold.changed))
         batch.count(self.metrics.late_changes, late_changes + late_billing)
 
     def _sum_deltas(self, batch: PartitionBatch) -> None:
         deltas: list[dict[str, Any]] = []
-        stream_times: list[int | None] = []  # of each window delta's record
         billing: list[dict[str, Any]] = []
-        at = running_stream_times(batch.first_stream_time_ms, batch.records)
-        for message, stream_time in zip(batch.records, at, strict=True):
+        for_alerts: list[tuple[WindowKey, Any]] = []
+        for message in batch.records:
             delta = json_value(message)
             if "billing" in delta:
                 billing.append(delta)
+            elif "alert" in delta:
+                for_alerts.append((WindowKey.decode(delta["alert"]), delta["counts"]))
             else:
                 deltas.append(delta)
-                stream_times.append(stream_time)
         if billing:
             self._sum_billing(batch, billing)
         windows, subaccounts = batch.table(_WINDOWS), batch.table(_SUBACCOUNTS)
         keys = [WindowKey.decode(delta["window"]) for delta in deltas]
         stored = windows.get_many({key.encode().encode() for key in keys})
-        stored_subaccounts = subaccounts.get_many({subaccount_key(key).encode().encode()
-                                                   for key in keys
-                                                   if key.size == self.limits.window})  # fmt: skip
+        stored_subaccounts = subaccounts.get_many({whole.encode().encode()
+                                                   for whole, _ in for_alerts})  # fmt: skip
         fold = TotalsFold(
             {key.decode(): orjson.loads(value) for key, value in stored.items() if value},
             {key.decode(): _subaccount_window(value)
              for key, value in stored_subaccounts.items() if value},
             self.limits,
         )  # fmt: skip
-        for key, delta, stream_time in zip(keys, deltas, stream_times, strict=True):
-            fold.add(key, delta["counts"], stream_time)
+        for key, delta in zip(keys, deltas, strict=True):
+            fold.add(key, delta["counts"])
+        for whole, counts in for_alerts:
+            fold.add_for_alerts(whole, counts)
         totals = fold.changed_totals()
         for window_id, counts in totals.items():
             key = WindowKey.decode(window_id)
@@ -236,9 +229,9 @@ class FunnelJob:
             windows.put(window_id.encode(), orjson.dumps(counts))
             self.gauges.show(key, record)
         alerts_due = Schedule(batch.table(_ALERTS_DUE))
-        for whole, subaccount in fold.touched_subaccounts.items():
-            subaccounts.put(whole.encode(), orjson.dumps(subaccount))
-            alerts_due.add(self.limits.decides_at(WindowKey.decode(whole)), whole.encode())
+        for whole_id, subaccount in fold.touched_subaccounts.items():
+            subaccounts.put(whole_id.encode(), orjson.dumps(subaccount))
+            alerts_due.add(self.limits.decides_at(WindowKey.decode(whole_id)), whole_id.encode())
         batch.count(self.metrics.window_records, len(totals))
         batch.count(self.metrics.late_for_alerts, fold.late_for_alerts)
 

@@ -6,9 +6,9 @@ writes the tables around them, and tests replay them freely).
   delta per window and batch). A message's change changes each window it contributes
   to by `after - before` of its contributions (`windows.changes`), before and after the
   whole batch, each change judged final or not at its record's stream time.
-- `TotalsFold`: window deltas in, each with its record's stream time; each touched
-  window's new total, and the sub-accounts' windows the rate alerts count, until their
-  decision (`decide`: the alerts, once).
+- `TotalsFold`: window deltas in; each touched window's new total. And the rate
+  alerts' deltas into the sub-accounts' windows until their decision (`decide`: the
+  alerts, once).
 
 Why plain sums are exact: a delta is sent in the transaction of the batch that made
 it, with that batch's input offsets, so each exists once or not at all; a total is
@@ -24,11 +24,12 @@ from functools import partial
 
 from processors.alerts import Alert
 from processors.funnel.billing import BillingKey, billed_as, billing_contributions
-from processors.funnel.rate_alerts import RateThresholds, rate_alerts, subaccount_key
+from processors.funnel.rate_alerts import RateThresholds, rate_alerts
 from processors.funnel.state import MessageState, Observation, merge
 from processors.funnel.windows import (
     Change,
     Counts,
+    Horizon,
     K,
     Step,
     WindowKey,
@@ -56,10 +57,13 @@ class MessageFold:
             self.changed[umid] = after
             self.observed.setdefault(umid, []).append((observation, stream_time))
 
-    def window_deltas(self) -> tuple[dict[WindowKey, Counts], int]:
+    def window_deltas(
+        self, horizon: Horizon[WindowKey] | None = None
+    ) -> tuple[dict[WindowKey, Counts], int]:
         """The batch's change to each funnel window, and how many changes were dropped
-        because their window was final."""
-        return self._deltas(contributions)
+        because their window was final; with a `horizon`, also its sums (the rate
+        alerts')."""
+        return self._deltas(contributions, horizon=horizon)
 
     def billing_deltas(self) -> tuple[dict[BillingKey, Counts], int]:
         """The batch's change to each billing window, and how many were dropped (final).
@@ -70,6 +74,7 @@ class MessageFold:
     def _deltas(
         self, contribute: Callable[[MessageState], dict[K, Counts]],
         relevant: Callable[[MessageState], object] | None = None,
+        horizon: Horizon[K] | None = None,
     ) -> tuple[dict[K, Counts], int]:  # fmt: skip
         """A message's changes over the batch add up to `contribute(last) -
         contribute(first)` (each step's `after - before` telescopes), so each changed
@@ -87,7 +92,7 @@ class MessageFold:
             compared.append(Change(contributed, contribute(after), observed[0][1],
                                    observed[-1][1], earliest,
                                    partial(self._steps, umid, contribute)))  # fmt: skip
-        return summed_changes(compared, self.final_after)
+        return summed_changes(compared, self.final_after, horizon)
 
     def _steps(
         self, umid: str, contribute: Callable[[MessageState], dict[K, Counts]]
@@ -123,23 +128,22 @@ class TotalsFold:
     touched_subaccounts: dict[str, SubAccountWindow] = field(default_factory=dict)
     late_for_alerts: int = 0  # deltas that came after their sub-account window was decided
 
-    def add(
-        self, key: WindowKey, delta: Mapping[str, int], stream_time_ms: int | None = None
-    ) -> None:
-        """Add a window's delta, whose record came at `stream_time_ms` (the deltas
-        partition's): to the window's total, and to its sub-account's window for the
-        rate alerts unless that is decided by then (`decides_at`)."""
+    def add(self, key: WindowKey, delta: Mapping[str, int]) -> None:
+        """Add a window's delta to its total."""
         window_id = key.encode()
         self.totals[window_id] = add_counts(self._total(window_id), delta)
-        if key.size == self.limits.window:
-            whole = subaccount_key(key)
-            current = self._subaccount(whole.encode())
-            late = stream_time_ms is not None and stream_time_ms >= self.limits.decides_at(whole)
-            if current.decided or late:
-                self.late_for_alerts += 1
-            else:
-                self.touched_subaccounts[whole.encode()] = replace(
-                    current, counts=add_counts(current.counts, delta))  # fmt: skip
+
+    def add_for_alerts(self, whole: WindowKey, delta: Mapping[str, int]) -> None:
+        """Add a delta for the rate alerts to a sub-account's window, unless the window is
+        decided. Its changes are those made up to the window's end plus the alerts' delay
+        (`windows.Horizon`, judged where they were made); it comes late only from a
+        partition more than the drift behind (`decides_at`)."""
+        current = self._subaccount(whole.encode())
+        if current.decided:
+            self.late_for_alerts += 1
+        else:
+            self.touched_subaccounts[whole.encode()] = replace(
+                current, counts=add_counts(current.counts, delta))  # fmt: skip
 
     def changed_totals(self) -> dict[str, Counts]:
         """The touched windows whose total changed: one whose deltas cancel out (a message

@@ -5,13 +5,14 @@ A sub-account's window is the sum of its windows per country and template
 category (`subaccount_key` names it). An alert needs a minimum volume, so one failure
 out of two messages is no spike, and its id names the window.
 
-A window's alerts are decided once, when stream time has passed its end by `delay`
-(the receipts that come after its end, reads above all, still count) and `allowance`
-(the drift: the other partitions' deltas of that time still arrive), on the deltas that
-came before that stream time (`decides_at`). Deciding on running totals instead would
-alert at the first 50 deliveries of a campaign, none read yet, and give other counts,
-or no alert, on a replay; decided at a point of stream time, the alert is what the
-events give (docs/design.md, Time).
+A window's alerts count the changes made by records up to its end plus `delay` of
+stream time (the receipts that come after its end, reads above all, still count),
+judged where the receipts are merged, record by record (`horizon`); they are decided
+once the deltas' stream time has passed that by `allowance` too (the drift: the other
+partitions' deltas of that time still arrive: `decides_at`). Deciding on running
+totals instead would alert at the first 50 deliveries of a campaign, none read yet,
+and give other counts, or no alert, on a replay; decided at a point of stream time,
+the alert is what the events give (docs/design.md, Time).
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from processors.alerts import Alert, make_id
-from processors.funnel.windows import WindowKey, funnel_record
+from processors.funnel.windows import Horizon, WindowKey, funnel_record
 from processors.normalize import canonical
+
+if TYPE_CHECKING:
+    from wapipe.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,31 @@ class RateThresholds:
     delay: timedelta = timedelta(minutes=10)  # of stream time past the window's end
     allowance: timedelta = timedelta(minutes=10)  # the sources' drift
 
+    @classmethod
+    def of(cls, settings: Settings) -> RateThresholds:
+        """The thresholds the settings give (the funnel's and the conversations' alike)."""
+        return cls(
+            window=settings.funnel_alert_window,
+            failure_rate=settings.funnel_failure_rate_alert,
+            read_rate=settings.funnel_read_rate_alert,
+            min_volume=settings.funnel_alert_min_volume,
+            service_window_failures=settings.service_window_failures_alert,
+            delay=timedelta(minutes=settings.funnel_alert_delay_minutes),
+            allowance=timedelta(seconds=settings.processor_max_drift_seconds),
+        )
+
+    def horizon(self) -> Horizon[WindowKey]:
+        """What of a batch's window changes the alerts count (`windows.Horizon`): those of
+        windows of their size, summed per sub-account, up to the window's end plus the
+        delay, each at its record's stream time (the merge hop's, any batching alike)."""
+        return Horizon(self._counted, self.delay, self.window)
+
+    def _counted(self, key: WindowKey) -> WindowKey | None:
+        return subaccount_key(key) if key.size == self.window else None
+
     def decides_at(self, key: WindowKey) -> int:
-        """The stream time (epoch ms) at which the window's alerts are decided: deltas
-        that come at or after it no longer count toward them."""
+        """The stream time (epoch ms) of the deltas at which the window's alerts are
+        decided: deltas that come after the decision no longer count toward them."""
         return _epoch_ms(key.end) + (self.delay + self.allowance) // timedelta(milliseconds=1)
 
 

@@ -15,7 +15,7 @@ change of a state changes its windows by `changes(before, after)`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Generic, NamedTuple, Protocol, TypeVar
@@ -156,19 +156,38 @@ def earliest_start(event_times: Iterable[str], before: Iterable[Window]) -> str:
     return min(min(event_times), min((window.start for window in before), default="9999"))
 
 
+@dataclass
+class Horizon(Generic[K]):
+    """A second, shorter finality over the same changes (the rate alerts': a window's
+    end plus their delay): each change also counts toward `key(window)` (None: not at
+    all) while its record's stream time has not passed the window's end plus `after`.
+    `summed_changes` adds them up in `deltas`, judged record by record as the windows."""
+
+    key: Callable[[K], K | None]
+    after: timedelta
+    size: str  # the size of the windows that count (`key` is None for the others)
+    deltas: dict[K, Counts] = field(default_factory=dict)
+
+    def closes_between(self, earliest: str, last: datetime) -> bool:
+        """Whether a window of a subject whose earliest time is `earliest` may pass the
+        horizon by `last`: none ends before the `size` window holding `earliest`."""
+        return last > _window_end(window_start(earliest, self.size), self.size) + self.after
+
+
 def summed_changes(
-    subjects: Iterable[Change[K]], final_after: timedelta
+    subjects: Iterable[Change[K]], final_after: timedelta, horizon: Horizon[K] | None = None
 ) -> tuple[dict[K, Counts], int]:
     """A batch's change to each window: the sum of `after - before` over the subjects it
     changed, and how many changes were dropped because their window was final
     (`is_final`) at the stream time of the record that made them. One delta per window
-    and batch.
+    and batch. With a `horizon`, also its sums (in `horizon.deltas`).
 
     Each record is judged at its own stream time, so the outcome is the same however the
     records are batched (a sparse replay's batch can span days of event time). A
     subject's change over the batch is the sum of its records' changes (they telescope),
-    so it is taken whole unless a window it touched may have closed between its first
-    and its last record; then its records are taken one by one."""
+    so it is taken whole unless a window it touched may have closed (or passed the
+    horizon) between its first and its last record; then its records are taken one by
+    one."""
     deltas: dict[K, Counts] = {}
     late = 0
     cut: dict[datetime, str] = {}  # stream time -> the earliest window start still open
@@ -178,18 +197,20 @@ def summed_changes(
         if is_final(key, at, final_after):
             late += 1
             return
-        delta = add_counts(deltas.get(key, {}), change)
-        if delta:
-            deltas[key] = delta
-        else:  # changes that cancel out within the batch (messages moved between windows)
-            deltas.pop(key, None)
+        _add(deltas, key, change)
+        if horizon is not None:
+            counted = horizon.key(key)
+            if counted is not None and not is_final(key, at, horizon.after):
+                _add(horizon.deltas, counted, change)
 
     for subject in subjects:
         last = subject.last
         if subject.first != last and last is not None:
             if last not in cut:  # no window starting at or after this is final by `last`
                 cut[last] = canonical.format_timestamp(last - final_after)
-            if subject.earliest < cut[last]:
+            if subject.earliest < cut[last] or (
+                horizon is not None and horizon.closes_between(subject.earliest, last)
+            ):
                 for before, after, at in subject.steps():
                     for key, change in changes(before, after).items():
                         take(key, change, at)
@@ -197,6 +218,14 @@ def summed_changes(
         for key, change in changes(subject.before, subject.after).items():
             take(key, change, last)
     return deltas, late
+
+
+def _add(sums: dict[K, Counts], key: K, change: Counts) -> None:
+    total = add_counts(sums.get(key, {}), change)
+    if total:
+        sums[key] = total
+    else:  # changes that cancel out within the batch (messages moved between windows)
+        sums.pop(key, None)
 
 
 def add_counts(left: Mapping[str, int], right: Mapping[str, int]) -> Counts:

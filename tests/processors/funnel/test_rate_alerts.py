@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
-import random
 from datetime import timedelta
 
-from processors.funnel.batch import SubAccountWindow, TotalsFold, decide
+from processors.funnel.batch import TotalsFold, decide
 from processors.funnel.rate_alerts import RateThresholds, rate_alerts, subaccount_key
 from processors.funnel.windows import WindowKey
 from processors.normalize import canonical
@@ -19,14 +17,13 @@ def ms(at: str) -> int:
     return canonical.epoch_ms(canonical.parse_timestamp(at, "at"))
 
 
-def test_a_sub_accounts_window_sums_its_countries_and_categories() -> None:
+def test_a_sub_accounts_window_sums_its_countries_and_categories_of_the_alerts_size() -> None:
     part = WindowKey("1h", HOUR.start, "acme", "ID", "MARKETING")
     assert subaccount_key(part) == HOUR
-    totals = TotalsFold({}, {}, LIMITS)
-    totals.add(part, {"sent": 2, "error:1": 1})
-    totals.add(WindowKey("1h", HOUR.start, "acme", "DE", ""), {"sent": 3})
-    totals.add(WindowKey("1m", HOUR.start, "acme", "DE", ""), {"sent": 3})  # not the alerts' size
-    assert totals.touched_subaccounts[HOUR.encode()].counts == {"sent": 5, "error:1": 1}
+    horizon = LIMITS.horizon()
+    assert horizon.key(part) == horizon.key(WindowKey("1h", HOUR.start, "acme", "DE", "")) == HOUR
+    assert horizon.key(WindowKey("1m", HOUR.start, "acme", "DE", "")) is None
+    assert (horizon.after, horizon.size) == (LIMITS.delay, "1h")
 
 
 def test_a_window_is_decided_at_its_end_plus_the_delay_and_the_allowance() -> None:
@@ -36,48 +33,28 @@ def test_a_window_is_decided_at_its_end_plus_the_delay_and_the_allowance() -> No
 
 
 def test_deltas_count_toward_the_alerts_until_the_window_is_decided_and_not_after() -> None:
-    decides_at = LIMITS.decides_at(HOUR)
     first = TotalsFold({}, {}, LIMITS)
-    first.add(HOUR, {"delivered": 40}, decides_at - 1)
-    first.add(HOUR, {"undelivered": 20}, decides_at)  # at the decision: too late for it
-    assert first.touched_subaccounts[HOUR.encode()].counts == {"delivered": 40}
-    assert first.totals[HOUR.encode()] == {"delivered": 40, "undelivered": 20}  # the funnel's
-    assert first.late_for_alerts == 1
+    first.add_for_alerts(HOUR, {"delivered": 40})
+    first.add_for_alerts(HOUR, {"undelivered": 1})
+    assert first.touched_subaccounts[HOUR.encode()].counts == {"delivered": 40, "undelivered": 1}
+    assert first.totals == {}  # the funnel's windows take the window deltas
     decided, alerts = decide(HOUR, first.touched_subaccounts[HOUR.encode()], LIMITS)
-    assert alerts == []  # 0 of 40 failed; nor are the 40 delivered read: but too few
+    assert alerts == []  # 1 of 41 failed; the 40 delivered are not read, but too few
     second = TotalsFold(first.totals, {HOUR.encode(): decided}, LIMITS)  # as committed
-    second.add(HOUR, {"undelivered": 50}, None)  # a decided window takes no more
+    second.add_for_alerts(HOUR, {"undelivered": 50})  # a decided window takes no more
     assert (second.touched_subaccounts, second.late_for_alerts) == ({}, 1)
 
 
 def test_a_window_is_alerted_once_when_decided_whatever_its_running_totals() -> None:
     totals = TotalsFold({}, {}, LIMITS)
-    totals.add(HOUR, {"delivered": 60}, None)  # none read yet: no alert on a running total
-    totals.add(HOUR, {"read": 40}, None)
-    totals.add(HOUR, {"undelivered": 20}, None)
+    totals.add_for_alerts(HOUR, {"delivered": 60})  # none read yet: no alert so early
+    totals.add_for_alerts(HOUR, {"read": 40})
+    totals.add_for_alerts(HOUR, {"undelivered": 20})
     decided, [spike] = decide(HOUR, totals.touched_subaccounts[HOUR.encode()], LIMITS)
     assert (spike.type, spike.details["failureRate"]) == ("DELIVERY_FAILURE_SPIKE", 0.25)
     assert decided.decided
     assert decided.alerted == (spike.alert_id,)
     assert decide(HOUR, decided, LIMITS)[1] == []  # decided again (a timer run twice): none
-
-
-def test_the_decided_counts_do_not_depend_on_the_batching() -> None:
-    rng = random.Random(5)
-    decides_at = LIMITS.decides_at(HOUR)
-    deltas = [({rng.choice(["delivered", "undelivered", "read"]): rng.randint(1, 5)},
-               decides_at + rng.randint(-3_600_000, 600_000)) for _ in range(200)]  # fmt: skip
-    running = list(itertools.accumulate((at for _, at in deltas), max))  # the stream times
-    decided = []
-    for cuts in ([], [50, 51, 120], list(range(1, 200, 7))):
-        windows: dict[str, SubAccountWindow] = {}
-        for start, end in itertools.pairwise([0, *cuts, len(deltas)]):
-            fold = TotalsFold({}, windows, LIMITS)
-            for (delta, _), at in zip(deltas[start:end], running[start:end], strict=True):
-                fold.add(HOUR, delta, at)
-            windows = {**windows, **fold.touched_subaccounts}
-        decided.append(windows[HOUR.encode()].counts)
-    assert decided[0] == decided[1] == decided[2]
 
 
 def test_a_failure_spike_and_a_read_rate_drop() -> None:

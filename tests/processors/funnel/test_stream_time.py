@@ -22,12 +22,15 @@ from hypothesis import strategies as st
 from processors.conversations.batch import PairFold, inbound_event, receipt_event
 from processors.conversations.rules import Conversation, OutboundObservation
 from processors.funnel.batch import MessageFold
+from processors.funnel.rate_alerts import RateThresholds
 from processors.funnel.state import MessageState, Observation, merge
 from processors.funnel.windows import Counts, WindowKey, add_counts, contributions
 from processors.normalize import canonical
 
 BASE = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 GRACE = timedelta(hours=6)
+# The rate alerts' horizon: the 1 h windows up to 10 minutes past their end.
+RATES = RateThresholds(window="1h", delay=timedelta(minutes=10))
 HOURS = 3_600
 
 
@@ -64,11 +67,15 @@ def _stream_times(log: list[Record]) -> list[datetime]:
     return times
 
 
-def _funnel(log: list[Record], sizes: list[int]) -> tuple[dict[WindowKey, Counts], int]:
+Sums = dict[tuple[str, WindowKey], Counts]  # ("window" or "alerts", window) -> its sum
+
+
+def _funnel(log: list[Record], sizes: list[int]) -> tuple[Sums, int]:
     """The merge hop over `log` in batches of `sizes` (cycled): the windows' summed
-    deltas and the changes dropped as late."""
+    deltas and the rate alerts' sums, and the changes dropped as late."""
     states: dict[str, MessageState] = {}
     totals: dict[WindowKey, Counts] = {}
+    alerts: dict[WindowKey, Counts] = {}
     late, position, turn = 0, 0, 0
     stream = _stream_times(log)
     while position < len(log):
@@ -77,13 +84,20 @@ def _funnel(log: list[Record], sizes: list[int]) -> tuple[dict[WindowKey, Counts
         for (umid, observation, _), now in zip(log[position:end], stream[position:end],
                                                strict=True):  # fmt: skip
             fold.add(f"m-{umid}", observation, now)
-        deltas, dropped = fold.window_deltas()
+        horizon = RATES.horizon()
+        deltas, dropped = fold.window_deltas(horizon)
         late += dropped
-        for window, counts in deltas.items():
-            totals[window] = add_counts(totals.get(window, {}), counts)
+        for sums, batch in ((totals, deltas), (alerts, horizon.deltas)):
+            for window, counts in batch.items():
+                sums[window] = add_counts(sums.get(window, {}), counts)
         states.update(fold.changed)
         position, turn = end, turn + 1
-    return {window: counts for window, counts in totals.items() if counts}, late
+    return _tagged(totals, alerts), late
+
+
+def _tagged(windows: dict[WindowKey, Counts], alerts: dict[WindowKey, Counts]) -> Sums:
+    return {(tag, window): counts for tag, sums in (("window", windows), ("alerts", alerts))
+            for window, counts in sums.items() if counts}  # fmt: skip
 
 
 def _events_alone(log: list[Record]) -> dict[WindowKey, Counts]:
@@ -121,8 +135,9 @@ def test_records_within_the_grace_give_what_the_events_alone_determine(
     span = int(GRACE.total_seconds()) - 60
     recent = [(umid, replace(observation, at=at(rng.randint(0, span))), rng.randint(0, 59))
               for umid, observation, _ in log]  # fmt: skip
-    windows, late = _funnel(recent, [rng.randint(1, 8) for _ in range(8)])
+    sums, late = _funnel(recent, [rng.randint(1, 8) for _ in range(8)])
     assert late == 0
+    windows = {window: counts for (tag, window), counts in sums.items() if tag == "window"}
     assert windows == _events_alone(recent)
 
 
@@ -140,6 +155,7 @@ pair_log = st.lists(st.tuples(st.sampled_from(PAIRS), pair_events, st.integers(0
 def _pairs(log: list[tuple[str, dict[str, object], int]], sizes: list[int]) -> object:
     states: dict[str, Conversation] = {}
     totals: dict[WindowKey, Counts] = {}
+    alerts: dict[WindowKey, Counts] = {}
     late = stale = position = turn = 0
     times, latest = [], None
     for _, event, delay in log:
@@ -152,13 +168,15 @@ def _pairs(log: list[tuple[str, dict[str, object], int]], sizes: list[int]) -> o
         fold = PairFold(states, timedelta(hours=30))
         for (pair, event, _), now in zip(log[position:end], times[position:end], strict=True):
             fold.add(pair, event, now)
-        deltas, dropped = fold.window_deltas(GRACE)
+        horizon = RATES.horizon()
+        deltas, dropped = fold.window_deltas(GRACE, horizon)
         late, stale = late + bool(dropped), stale + fold.stale
-        for window, counts in deltas.items():
-            totals[window] = add_counts(totals.get(window, {}), counts)
+        for sums, batch in ((totals, deltas), (alerts, horizon.deltas)):
+            for window, counts in batch.items():
+                sums[window] = add_counts(sums.get(window, {}), counts)
         states.update(fold.changed)  # unpruned: pruning keeps every answer at the horizon
         position, turn = end, turn + 1
-    return {window: counts for window, counts in totals.items() if counts}, stale
+    return _tagged(totals, alerts), stale
 
 
 @settings(max_examples=200, deadline=None)
