@@ -83,7 +83,7 @@ class FunnelJob:
             # umid -> its state (JSON); the TTL counts from the message's last event.
             Table(_MESSAGES, ttl_days=settings.message_state_days),
             Table(_WINDOWS, ttl_days=window_days),  # window id -> its total counts
-            Table(_SUBACCOUNTS, ttl_days=window_days),  # -> {"counts", "alerted"}
+            Table(_SUBACCOUNTS, ttl_days=window_days),  # -> {"counts", "alerted", "decided"}
             Table(_BILLING, ttl_days=window_days),  # billing window id -> its total counts
             Table(_ALERTS_DUE),  # (decided at, sub-account window id) -> "" until decided
         )
