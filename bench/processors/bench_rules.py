@@ -80,7 +80,8 @@ def run_steps(values: list[bytes], steps: int) -> None:
             if steps < 3:
                 continue
             fold.add(receipt.umid, observation)
-        window_deltas, _ = fold.window_deltas()
+        for_alerts = limits.horizon()
+        window_deltas, _ = fold.window_deltas(for_alerts)
         billing_deltas, _ = fold.billing_deltas()
         if steps < 4:
             continue
@@ -92,6 +93,8 @@ def run_steps(values: list[bytes], steps: int) -> None:
             deltas.append(orjson.dumps({"window": window.encode(), "counts": counts}))
         for key, counts in billing_deltas.items():
             orjson.dumps({"billing": key.encode(), "counts": counts})
+        for_alerts_encoded = [orjson.dumps({"alert": whole.encode(), "counts": counts})
+                              for whole, counts in for_alerts.deltas.items()]  # fmt: skip
         states.update(fold.changed)
         if steps < 5:
             continue
@@ -99,7 +102,9 @@ def run_steps(values: list[bytes], steps: int) -> None:
         for data in deltas:
             delta = orjson.loads(data)
             sums.add(WindowKey.decode(delta["window"]), delta["counts"])
-        sums.alerts()
+        for data in for_alerts_encoded:
+            delta = orjson.loads(data)
+            sums.add_for_alerts(WindowKey.decode(delta["alert"]), delta["counts"])
         for window_id, counts in sums.totals.items():
             orjson.dumps(funnel_record(WindowKey.decode(window_id), counts))
             orjson.dumps(counts)
