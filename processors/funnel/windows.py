@@ -217,15 +217,31 @@ def summed_changes(
                 continue
         for key, change in changes(subject.before, subject.after).items():
             take(key, change, last)
-    return deltas, late
+    if horizon is not None:
+        _drop_zeros(horizon.deltas)
+    return _drop_zeros(deltas), late
 
 
 def _add(sums: dict[K, Counts], key: K, change: Counts) -> None:
-    total = add_counts(sums.get(key, {}), change)
-    if total:
-        sums[key] = total
-    else:  # changes that cancel out within the batch (messages moved between windows)
-        sums.pop(key, None)
+    """Add in place (the batch's sums are its own; `_drop_zeros` tidies them once)."""
+    total = sums.get(key)
+    if total is None:
+        sums[key] = dict(change)
+        return
+    for name, count in change.items():
+        total[name] = total.get(name, 0) + count
+
+
+def _drop_zeros(sums: dict[K, Counts]) -> dict[K, Counts]:
+    """Without the counts, and then the windows, whose changes cancelled out within the
+    batch (messages moved between windows)."""
+    for key in list(sums):
+        counts = sums[key]
+        if 0 in counts.values():
+            counts = sums[key] = {name: count for name, count in counts.items() if count}
+        if not counts:
+            del sums[key]
+    return sums
 
 
 def add_counts(left: Mapping[str, int], right: Mapping[str, int]) -> Counts:
