@@ -104,7 +104,7 @@ def run_steps(values: list[bytes], steps: int) -> None:
             sums.add(WindowKey.decode(delta["window"]), delta["counts"])
         for data in for_alerts_encoded:
             delta = orjson.loads(data)
-            sums.add_for_alerts(WindowKey.decode(delta["alert"]), delta["counts"])
+            sums.add_for_alerts(delta["alert"], delta["counts"])
         for window_id, counts in sums.totals.items():
             orjson.dumps(funnel_record(WindowKey.decode(window_id), counts))
             orjson.dumps(counts)

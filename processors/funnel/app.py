@@ -194,13 +194,13 @@ class FunnelJob:
     def _sum_deltas(self, batch: PartitionBatch) -> None:
         deltas: list[dict[str, Any]] = []
         billing: list[dict[str, Any]] = []
-        for_alerts: list[tuple[WindowKey, Any]] = []
+        for_alerts: list[tuple[str, Any]] = []  # (sub-account window id, counts)
         for message in batch.records:
             delta = json_value(message)
             if "billing" in delta:
                 billing.append(delta)
             elif "alert" in delta:
-                for_alerts.append((WindowKey.decode(delta["alert"]), delta["counts"]))
+                for_alerts.append((delta["alert"], delta["counts"]))
             else:
                 deltas.append(delta)
         if billing:
@@ -208,8 +208,8 @@ class FunnelJob:
         windows, subaccounts = batch.table(_WINDOWS), batch.table(_SUBACCOUNTS)
         keys = [WindowKey.decode(delta["window"]) for delta in deltas]
         stored = windows.get_many({key.encode().encode() for key in keys})
-        stored_subaccounts = subaccounts.get_many({whole.encode().encode()
-                                                   for whole, _ in for_alerts})  # fmt: skip
+        stored_subaccounts = subaccounts.get_many({whole_id.encode()
+                                                   for whole_id, _ in for_alerts})  # fmt: skip
         fold = TotalsFold(
             {key.decode(): orjson.loads(value) for key, value in stored.items() if value},
             {key.decode(): _subaccount_window(value)
@@ -218,8 +218,8 @@ class FunnelJob:
         )  # fmt: skip
         for key, delta in zip(keys, deltas, strict=True):
             fold.add(key, delta["counts"])
-        for whole, counts in for_alerts:
-            fold.add_for_alerts(whole, counts)
+        for whole_id, counts in for_alerts:
+            fold.add_for_alerts(whole_id, counts)
         totals = fold.changed_totals()
         for window_id, counts in totals.items():
             key = WindowKey.decode(window_id)

@@ -133,16 +133,16 @@ class TotalsFold:
         window_id = key.encode()
         self.totals[window_id] = add_counts(self._total(window_id), delta)
 
-    def add_for_alerts(self, whole: WindowKey, delta: Mapping[str, int]) -> None:
+    def add_for_alerts(self, whole_id: str, delta: Mapping[str, int]) -> None:
         """Add a delta for the rate alerts to a sub-account's window, unless the window is
         decided. Its changes are those made up to the window's end plus the alerts' delay
         (`windows.Horizon`, judged where they were made); it comes late only from a
         partition more than the drift behind (`decides_at`)."""
-        current = self._subaccount(whole.encode())
+        current = self._subaccount(whole_id)
         if current.decided:
             self.late_for_alerts += 1
         else:
-            self.touched_subaccounts[whole.encode()] = replace(
+            self.touched_subaccounts[whole_id] = replace(
                 current, counts=add_counts(current.counts, delta))  # fmt: skip
 
     def changed_totals(self) -> dict[str, Counts]:

@@ -20,11 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from processors.alerts import Alert, make_id
-from processors.funnel.windows import Horizon, WindowKey, funnel_record
+from processors.funnel.windows import Horizon, WindowKey, funnel_record, window_end_time
 from processors.normalize import canonical
 
 if TYPE_CHECKING:
@@ -66,7 +65,8 @@ class RateThresholds:
     def decides_at(self, key: WindowKey) -> int:
         """The stream time (epoch ms) of the deltas at which the window's alerts are
         decided: deltas that come after the decision no longer count toward them."""
-        return _epoch_ms(key.end) + (self.delay + self.allowance) // timedelta(milliseconds=1)
+        end = canonical.epoch_ms(window_end_time(key.start, key.size))
+        return end + (self.delay + self.allowance) // timedelta(milliseconds=1)
 
 
 def subaccount_key(key: WindowKey) -> WindowKey:
@@ -125,8 +125,3 @@ def rate_alerts(key: WindowKey, counts: Mapping[str, int], limits: RateThreshold
              "sentOutsideWindow": record["freeformOutsideWindow"]},
         ))  # fmt: skip
     return alerts
-
-
-@lru_cache(maxsize=1024)  # a batch touches few windows, many times each
-def _epoch_ms(at: str) -> int:
-    return canonical.epoch_ms(canonical.parse_timestamp(at, "windowEnd"))

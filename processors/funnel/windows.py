@@ -80,7 +80,7 @@ class WindowKey(NamedTuple):
 
 def window_end(start: str, size: str) -> str:
     """The end (exclusive) of the `size` window starting at `start`."""
-    return canonical.format_timestamp(_window_end(start, size))
+    return canonical.format_timestamp(window_end_time(start, size))
 
 
 def window_start(at: str, size: str) -> str:
@@ -171,7 +171,7 @@ class Horizon(Generic[K]):
     def closes_between(self, earliest: str, last: datetime) -> bool:
         """Whether a window of a subject whose earliest time is `earliest` may pass the
         horizon by `last`: none ends before the `size` window holding `earliest`."""
-        return last > _window_end(window_start(earliest, self.size), self.size) + self.after
+        return last > window_end_time(window_start(earliest, self.size), self.size) + self.after
 
 
 def summed_changes(
@@ -269,11 +269,11 @@ def is_final(key: Window, stream_time: datetime | None, final_after: timedelta) 
     """
     if stream_time is None:
         return False
-    return stream_time > _window_end(key.start, key.size) + final_after
+    return stream_time > window_end_time(key.start, key.size) + final_after
 
 
 @lru_cache(maxsize=4096)  # a batch touches few windows, many times each
-def _window_end(start: str, size: str) -> datetime:
+def window_end_time(start: str, size: str) -> datetime:
     return canonical.parse_timestamp(start, "windowStart") + timedelta(seconds=SIZE_SECONDS[size])
 
 

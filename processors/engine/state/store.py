@@ -112,11 +112,13 @@ class Store:
         return found, (cursor.key() if cursor.valid() else None)
 
     def range(self, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """The (key, value) pairs with `start <= key < stop`, in key order."""
+        """The (key, value) pairs with `start <= key < stop`, in key order (never the
+        checkpoint)."""
         cursor = self._db.iter()
         cursor.seek(start)
         while cursor.valid() and cursor.key() < stop:
-            yield cursor.key(), cursor.value()
+            if not cursor.key().startswith(RESERVED_PREFIX):
+                yield cursor.key(), cursor.value()
             cursor.next()
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:

@@ -4,7 +4,6 @@ them (its own additions and `done`s included), and nothing due later."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,6 @@ from hypothesis import strategies as st
 from processors.engine.state.schedule import Schedule
 from processors.engine.state.store import Store, StoreOptions
 from processors.engine.state.view import TableView
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(tmp_path / "schedule-0", StoreOptions())
-    yield opened
-    opened.close()
 
 
 def test_due_entries_come_in_time_order_and_later_ones_wait(store: Store) -> None:

@@ -4,20 +4,12 @@ retried alone) keeps its writes apart until merged."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from processors.engine.state.store import Store, StoreOptions
 from processors.engine.state.view import TableView
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(tmp_path / "table-0", StoreOptions())
-    yield opened
-    opened.close()
 
 
 def test_a_new_store_has_no_checkpoint_and_an_applied_batch_moves_it(tmp_path: Path) -> None:

@@ -34,22 +34,22 @@ def test_a_window_is_decided_at_its_end_plus_the_delay_and_the_allowance() -> No
 
 def test_deltas_count_toward_the_alerts_until_the_window_is_decided_and_not_after() -> None:
     first = TotalsFold({}, {}, LIMITS)
-    first.add_for_alerts(HOUR, {"delivered": 40})
-    first.add_for_alerts(HOUR, {"undelivered": 1})
+    first.add_for_alerts(HOUR.encode(), {"delivered": 40})
+    first.add_for_alerts(HOUR.encode(), {"undelivered": 1})
     assert first.touched_subaccounts[HOUR.encode()].counts == {"delivered": 40, "undelivered": 1}
     assert first.totals == {}  # the funnel's windows take the window deltas
     decided, alerts = decide(HOUR, first.touched_subaccounts[HOUR.encode()], LIMITS)
     assert alerts == []  # 1 of 41 failed; the 40 delivered are not read, but too few
     second = TotalsFold(first.totals, {HOUR.encode(): decided}, LIMITS)  # as committed
-    second.add_for_alerts(HOUR, {"undelivered": 50})  # a decided window takes no more
+    second.add_for_alerts(HOUR.encode(), {"undelivered": 50})  # a decided window takes no more
     assert (second.touched_subaccounts, second.late_for_alerts) == ({}, 1)
 
 
 def test_a_window_is_alerted_once_when_decided_whatever_its_running_totals() -> None:
     totals = TotalsFold({}, {}, LIMITS)
-    totals.add_for_alerts(HOUR, {"delivered": 60})  # none read yet: no alert so early
-    totals.add_for_alerts(HOUR, {"read": 40})
-    totals.add_for_alerts(HOUR, {"undelivered": 20})
+    totals.add_for_alerts(HOUR.encode(), {"delivered": 60})  # none read yet: no alert so early
+    totals.add_for_alerts(HOUR.encode(), {"read": 40})
+    totals.add_for_alerts(HOUR.encode(), {"undelivered": 20})
     decided, [spike] = decide(HOUR, totals.touched_subaccounts[HOUR.encode()], LIMITS)
     assert (spike.type, spike.details["failureRate"]) == ("DELIVERY_FAILURE_SPIKE", 0.25)
     assert decided.decided
