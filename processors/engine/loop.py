@@ -78,6 +78,7 @@ Views = dict[int, dict[str, TableView]]  # partition -> table -> this round's vi
 
 _GAUGE_SECONDS = 2.0
 _MEMORY_SECONDS = 10.0
+_READ_PAST_SECONDS = 1.0  # `Worker._commit_read_past`
 
 
 @dataclass(frozen=True)
@@ -140,12 +141,12 @@ class Worker:
         self._to_restore: list[TopicPartition] = []
         self._assigned: set[tuple[str, int]] = set()
         self._held: set[tuple[str, int]] = set()  # paused by alignment (`_align`)
-        self._started: dict[tuple[str, int], int] = {}  # the committed offsets read from
+        self._offsets: dict[tuple[str, int], int] = {}  # the source partitions' committed offsets
         self._stopping = False
         self._polled = False
         self._failed_batches = 0
         self.timers = Timers(job.name, job.timers, job.sources[0], self.metrics.timer_errors)
-        self._gauges_due = self._memory_due = 0.0
+        self._gauges_due = self._memory_due = self._read_past_due = 0.0
 
     # --- running ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -204,12 +205,14 @@ class Worker:
                 self._forget_batch()
             else:
                 self._committed(batches, views, checkpoints)
+                self._offsets.update(((tp.topic, tp.partition), tp.offset) for tp in offsets)
                 records = sum(map(len, groups.values()))
                 self.metrics.records.inc(records)
                 self.metrics.batch_records.observe(records)
                 self.metrics.batch_duration.observe(time.perf_counter() - started)
         else:  # nothing read, sent or written: a timer that ran did nothing to commit
             self._committed(batches, views, {})
+            self._commit_read_past()
         self._align()
         self._update_gauges()
 
@@ -357,8 +360,38 @@ class Worker:
         hold back every other partition (`_align`) until a new record came."""
         if position.offset >= 0:
             return position.offset
-        started = self._started.get((position.topic, position.partition), -1)
+        started = self._offsets.get((position.topic, position.partition), -1)
         return started if started >= 0 else low
+
+    def _commit_read_past(self) -> None:
+        """Commit the positions of the partitions read past their committed offset with
+        no record to process: a batch commits the offset after its last record, and
+        what follows it may hold none for a read_committed consumer (the commit marker of
+        the transaction that wrote it, records of aborted transactions and their abort
+        marker). librdkafka's position steps over them; committed, the group's lag is 0
+        once everything is read (what `wapipe status` and autoscalers read) rather than
+        stuck above 0 until the next record. Kafka Streams commits the position for the
+        same reason (KAFKA-6607). At most once per `_READ_PAST_SECONDS`, in idle rounds
+        only, so light traffic adds at most that many transactions."""
+        now = time.monotonic()
+        if now < self._read_past_due:
+            return
+        self._read_past_due = now + _READ_PAST_SECONDS
+        restoring = {(tp.topic, tp.partition) for tp in self._to_restore}
+        opened = [TopicPartition(t, p) for t, p in self._assigned
+                  if p in self.stores and (t, p) not in restoring]  # fmt: skip
+        if not opened:
+            return
+        past = [self.stream_times.offset(tp.topic, tp.partition, tp.offset)
+                for tp in self.consumer.position(opened)
+                if tp.offset > self._offsets.get((tp.topic, tp.partition), tp.offset)]  # fmt: skip
+        if not past:
+            return
+        try:
+            self._commit([], {}, past)
+        except (_Aborted, _StartedOver):
+            return  # nothing was read: the next idle round tries again
+        self._offsets.update(((tp.topic, tp.partition), tp.offset) for tp in past)
 
     # --- the transaction ----------------------------------------------------------------------
     def _commit(
@@ -514,7 +547,7 @@ class Worker:
         self._assigned -= gone
         self._held -= gone
         for key in gone:
-            self._started.pop(key, None)
+            self._offsets.pop(key, None)
         self._to_restore = [tp for tp in self._to_restore if (tp.topic, tp.partition) not in gone]
         self.stream_times.forget(gone)
         # A partition number leaves once none of its sources' partitions is left here.
@@ -547,7 +580,7 @@ class Worker:
             timeout = self.config.broker_timeout_seconds
             committed = self.consumer.committed(partitions, timeout=timeout)
             self.stream_times.load(committed)
-            self._started.update({(tp.topic, tp.partition): tp.offset for tp in committed})
+            self._offsets.update({(tp.topic, tp.partition): tp.offset for tp in committed})
             for partition in sorted({tp.partition for tp in partitions} - set(self.stores)):
                 opened = self._opened(partition, deadline)
                 if opened is not None:

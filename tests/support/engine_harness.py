@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,16 +58,28 @@ class Reader:
                                    "isolation.level": "read_committed"})  # fmt: skip
         self._consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
 
-    def until(self, done: object, what: str, timeout: float = 60) -> None:
+    def until(self, done: object, what: str | Callable[[], str], timeout: float = 60) -> None:
+        """Read until `done()`; `what` says what was awaited (called when it was not done)."""
         deadline = time.monotonic() + timeout
         while not done():  # type: ignore[operator]
-            assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"waited {timeout:.0f} s for "
+                                     f"{what() if callable(what) else what}")  # fmt: skip
             for message in self._consumer.consume(1_000, 0.2):
                 if message.error() is None:
                     self.records[message.key()].append(message.value())
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def high_watermark(bootstrap: str, topic: str, partition: int) -> int:
+    """The partition's end: past its last record and transaction marker."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused"})
+    try:
+        return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), 30)[1])
+    finally:
+        consumer.close()
 
 
 def engine_config(topics: Topics, state_dir: Path, port: int, **more: Any) -> EngineConfig:

@@ -255,7 +255,8 @@ def _state(state: object) -> str:
 def _check_markers(bootstrap: str, prefix: str, groups: dict[str, Group]) -> dict[str, Group]:
     """Read the partitions one offset behind: a worker commits the offset after its
     batch's last record, and the transaction's commit marker takes the next one, so
-    a caught-up partition of a topic written in transactions ends one offset later.
+    a caught-up partition of a topic written in transactions ends one offset later
+    (until the worker's next idle round commits its position past the marker).
     Those with nothing to read there have no lag."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 

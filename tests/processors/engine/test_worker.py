@@ -18,8 +18,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Message
-from engine_harness import Reader, Topics, counts_are_exact, engine_config, running
+from confluent_kafka import Message, Producer
+from engine_harness import (
+    PARTITIONS,
+    Reader,
+    Topics,
+    counts_are_exact,
+    engine_config,
+    high_watermark,
+    running,
+)
+from stream_times import committed_offsets
 
 from processors.engine.job import Output, PartitionBatch, Table, Timer
 from processors.engine.loop import EngineConfig
@@ -154,3 +163,50 @@ def test_co_partitioned_sources_count_into_one_table_exactly(
     finally:
         output.close()
     counts_are_exact(output.records, {key: 100 for key in keys})
+
+
+def test_the_group_commits_past_commit_markers_and_aborted_records_to_lag_zero(
+    kafka_bootstrap: str, tmp_path: Path, unused_port
+) -> None:
+    """The source is written in transactions, as every topic a job reads: one committed
+    and, after it, one aborted with the abort marker. A read_committed worker gets one
+    record per partition, yet its group must commit each partition's end (the last
+    stable offset), or its lag stays above 0 for ever (`wapipe status`, autoscalers and
+    the tests' wait for a settled pipeline all read it)."""
+    topics = Topics(kafka_bootstrap)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap,
+                         "transactional.id": f"{topics.group}.upstream"})  # fmt: skip
+    producer.init_transactions(30)
+    for commit in (True, False):
+        producer.begin_transaction()
+        for partition in range(PARTITIONS):
+            for n in range(1 if commit else 3):
+                producer.produce(topics.source, b"x", f"k{partition}-{n}".encode(),
+                                 partition=partition)  # fmt: skip
+        producer.flush(30)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    job = Counting(topics.source, topics.output, topics.deadletter)
+    output = Reader(kafka_bootstrap, topics.output)
+    ends = {p: high_watermark(kafka_bootstrap, topics.source, p) for p in range(PARTITIONS)}
+    committed: dict[int, int] = {}
+
+    def all_committed() -> bool:
+        committed.update(
+            (p, tp.offset)
+            for p, tp in committed_offsets(kafka_bootstrap, topics.group, topics.source).items()
+        )
+        return committed == ends
+
+    try:
+        with running(job, engine_config(topics, tmp_path / "state", unused_port())):
+            output.until(lambda: sum(map(len, output.records.values())) >= PARTITIONS,
+                         "one count per partition")  # fmt: skip
+            output.until(
+                all_committed, lambda: f"the offsets {ends} committed (committed: {committed})"
+            )
+    finally:
+        output.close()
+    counts_are_exact(output.records, {f"k{p}-0".encode(): 1 for p in range(PARTITIONS)})
