@@ -279,8 +279,8 @@ class Settings(BaseSettings):
         le=1440,
         description="How long after a rate-alert window's end (in stream time: event time) "
         "its receipts still count toward its alerts (reads come after deliveries). The "
-        "alerts are decided then, plus WAPIPE_PROCESSOR_MAX_DRIFT_SECONDS for the other "
-        "partitions' receipts of that time: a window's alert comes that long after its end.",
+        "alerts are decided once every partition of the funnel and conversations jobs has "
+        "got that far: a window's alert comes that long after its end.",
     )
     funnel_failure_rate_alert: float = Field(
         0.2,

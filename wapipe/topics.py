@@ -165,6 +165,7 @@ CHANGELOGS: tuple[TopicSpec, ...] = (
     changelog("funnel", "subaccount_windows"),
     changelog("funnel", "billing"),
     changelog("funnel", "alerts_due"),
+    changelog("funnel", "progress"),
     changelog("conversations", "pairs"),
     changelog("limits", "senders"),
     changelog("limits", "subjects"),

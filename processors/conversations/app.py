@@ -19,7 +19,8 @@ offsets it read, so every record between them is written once):
 from __future__ import annotations
 
 import collections
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -40,11 +41,12 @@ from processors.engine.job import (
     Output,
     PartitionBatch,
     Table,
+    WallClockTimer,
     json_value,
     key_text,
     record_time_ms,
 )
-from processors.funnel.deltas import send_deltas
+from processors.funnel.deltas import Progress, send_deltas
 from processors.funnel.rate_alerts import RateThresholds
 from processors.normalize import canonical
 from processors.normalize.records import InboundMessage, Receipt, record_from_value
@@ -52,6 +54,7 @@ from wapipe import topics
 from wapipe.settings import Settings
 
 _PAIRS = "pairs"
+_PROGRESS_SECONDS = 1.0  # of the wall clock: how often it says how far it got
 
 
 class ConversationMetrics:
@@ -94,7 +97,7 @@ class ConversationsJob:
         self.sources = (self.inbound, self.status, self.events)
         # pair -> its state (JSON); the TTL counts from the pair's last change.
         self.tables = (Table(_PAIRS, ttl_days=settings.message_state_days),)
-        self.timers = ()
+        self.timers = (WallClockTimer(_PROGRESS_SECONDS, self.send_progress),)
         self.service_windows = topics.SERVICE_WINDOWS.name(prefix)
         self.deltas = topics.FUNNEL_DELTAS.name(prefix)
         self.senders = topics.LIMITS_SENDERS.name(prefix)
@@ -102,6 +105,8 @@ class ConversationsJob:
         self.retention = timedelta(days=settings.message_state_days)
         self.final_after = timedelta(days=settings.funnel_window_days)
         self.rate_alerts = RateThresholds.of(settings)  # its share of them: the free-form counts
+        self.progress = Progress("conversations", (self.events, self.inbound, self.status),
+                                 self.deltas, self.rate_alerts.to_decision)  # fmt: skip
 
     def process(self, batch: PartitionBatch) -> None:
         if batch.topic == self.events:
@@ -113,7 +118,12 @@ class ConversationsJob:
         return poison_letter(record, error, self.deadletter)
 
     def partitions_revoked(self, partitions: frozenset[int]) -> None:
-        pass  # nothing kept in memory per partition
+        self.progress.forget(partitions)
+
+    def send_progress(self, batches: Mapping[int, PartitionBatch], now: datetime) -> None:
+        """Tell the funnel's deltas hop how far this job has sent its share of the rate
+        alerts' deltas (`funnel.deltas.Progress`)."""
+        self.progress.send(batches, now)
 
     # --- the two hops ------------------------------------------------------------------------
     def _route(self, batch: PartitionBatch) -> None:

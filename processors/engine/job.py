@@ -31,13 +31,15 @@ Headers = list[tuple[str, bytes]]
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One record a job sends; the key decides its partition (murmur2, as Java's clients)."""
+    """One record a job sends; the key decides its partition (murmur2, as Java's clients),
+    or it goes to every partition of the topic (`PartitionBatch.broadcast`)."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None  # None: the time it is produced
     headers: Headers | None = None
+    every_partition: bool = False
 
 
 def origin(record: Message) -> tuple[str, int, int]:
@@ -101,8 +103,9 @@ class PartitionBatch:
     event time of its records so far, this batch's included (epoch ms; None before any
     record with a timestamp). Rules decide with it, never with the wall clock.
     `source_times` holds the stream time of each source's partition of this number, for
-    a rule that follows another hop's clock; `caught_up` (timers' batches) whether every
-    one of them has been read to its end."""
+    a rule that follows another hop's clock; in a wall-clock timer's batches,
+    `read_to_end` names the sources whose partition of this number has been read to its
+    end, and `caught_up` says whether all of them have."""
 
     topic: str
     partition: int
@@ -112,6 +115,7 @@ class PartitionBatch:
     source_times: Mapping[str, int] = field(default_factory=dict)
     caught_up: bool = False
     first_stream_time_ms: int | None = None  # the source partition's, before these records
+    read_to_end: frozenset[str] = frozenset()
     outputs: list[Output] = field(default_factory=list)
     counts: list[tuple[Countable, float]] = field(default_factory=list)
 
@@ -141,6 +145,12 @@ class PartitionBatch:
         Kafka Streams stamps a punctuator's records), so that a replay stamps it alike."""
         at = self.stream_time_ms if timestamp_ms is None else timestamp_ms
         self.outputs.append(Output(topic, key, value, at, headers))
+
+    def broadcast(self, topic: str, key: bytes, value: bytes, *, timestamp_ms: int) -> None:
+        """Send a record to every partition of `topic`, after what this batch sent there:
+        a hop's progress, which its readers need on each partition (Flink broadcasts
+        its watermarks downstream alike)."""
+        self.outputs.append(Output(topic, key, value, timestamp_ms, every_partition=True))
 
     def count(self, counter: Countable, amount: float = 1) -> None:
         """Count `amount` on `counter` once the batch commits: a batch processed again

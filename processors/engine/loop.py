@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +56,7 @@ from prometheus_client import CollectorRegistry
 
 from processors.engine import kafka
 from processors.engine.alignment import Clock, ahead
-from processors.engine.job import Job, PartitionBatch, origin, running_stream_times
+from processors.engine.job import Job, Output, PartitionBatch, origin, running_stream_times
 from processors.engine.metrics import EngineMetrics, Heartbeat, WebServer
 from processors.engine.state.restore import CheckpointAhead, RestoreError, restore
 from processors.engine.state.store import Store, StoreOptions
@@ -141,6 +141,7 @@ class Worker:
         self._to_restore: list[TopicPartition] = []
         self._assigned: set[tuple[str, int]] = set()
         self._held: set[tuple[str, int]] = set()  # paused by alignment (`_align`)
+        self._partition_counts: dict[str, int] = {}  # topic -> its partitions (broadcasts)
         self._offsets: dict[tuple[str, int], int] = {}  # the source partitions' committed offsets
         self._stopping = False
         self._polled = False
@@ -237,6 +238,7 @@ class Worker:
 
     def _by_partition(self, messages: list[Message]) -> dict[tuple[str, int], list[Message]]:
         groups: dict[tuple[str, int], list[Message]] = {}
+        early: dict[tuple[str, int], int] = {}  # partition -> the first offset fetched too early
         for message in messages:
             error = message.error()
             if error is not None:
@@ -244,15 +246,25 @@ class Worker:
                     raise EngineError(f"the consumer failed: {error}")
                 log.warning("consumer error", job=self.job.name, error=str(error))
                 continue
-            topic, partition, _ = origin(message)
+            topic, partition, offset = origin(message)
             key = (topic, partition)
             if key not in self._assigned:  # fetched before a rebalance took it: not ours
+                continue
+            if partition not in self.stores:  # fetched before it was paused to restore
+                early[key] = min(offset, early.get(key, offset))
                 continue
             group = groups.get(key)
             if group is None:
                 groups[key] = [message]
             else:
                 group.append(message)
+        for (topic, partition), offset in early.items():
+            # Seen once when a partition came back in the rebalance's own consume call:
+            # read them again once the partition is restored (it stays paused till then).
+            log.info("records fetched before their partition was restored: read again after",
+                     job=self.job.name, topic=topic, partition=partition,
+                     offset=offset)  # fmt: skip
+            self.consumer.seek(TopicPartition(topic, partition, offset))
         return groups
 
     # --- the job ------------------------------------------------------------------------------
@@ -309,14 +321,16 @@ class Worker:
         reading and writing the round's views."""
         batches: list[PartitionBatch] = []
 
-        def batch_of(partition: int, source: str, caught_up: bool) -> PartitionBatch:
+        def batch_of(partition: int, source: str, read_to_end: frozenset[str]) -> PartitionBatch:
             times = self.stream_times.of_partition(partition)
+            assigned = {topic for topic, number in self._assigned if number == partition}
             batch = PartitionBatch(source, partition, [], self._views(views, partition),
-                                   times.get(source), times, caught_up)  # fmt: skip
+                                   times.get(source), times, assigned <= read_to_end,
+                                   read_to_end=read_to_end)  # fmt: skip
             batches.append(batch)
             return batch
 
-        self.timers.run(self.stores, self.stream_times.of_source, self._caught_up, batch_of)
+        self.timers.run(self.stores, self.stream_times.of_source, self._read_to_end, batch_of)
         return batches
 
     def _align(self) -> None:
@@ -342,15 +356,15 @@ class Worker:
                                   if (t, p) in clocks])  # fmt: skip
         self._held = held
 
-    def _caught_up(self) -> set[int]:
-        """The partition numbers all of whose source partitions here have been read to
-        their end (librdkafka's position passes transaction markers, so lag is 0 then)."""
-        behind: set[int] = set()
+    def _read_to_end(self) -> dict[int, frozenset[str]]:
+        """partition number -> its source topics whose partition here has been read to its
+        end (librdkafka's position passes transaction markers, so lag is 0 then)."""
+        done: dict[int, set[str]] = {}
         for tp in self.consumer.position(self.consumer.assignment()):
             low, end = self.consumer.get_watermark_offsets(tp, cached=True)
-            if end < 0 or self._read_to(tp, low) < end:
-                behind.add(tp.partition)
-        return set(self.stores) - behind
+            if end >= 0 and self._read_to(tp, low) >= end:
+                done.setdefault(tp.partition, set()).add(tp.topic)
+        return {partition: frozenset(topics) for partition, topics in done.items()}
 
     def _read_to(self, position: TopicPartition, low: int) -> int:
         """The offset the partition has been read to: its position, which librdkafka sets
@@ -407,8 +421,9 @@ class Worker:
             transactions.begin()
             for batch in batches:
                 for output in batch.outputs:
-                    transactions.produce(output.topic, output.key, output.value, None,
-                                         output.timestamp_ms, output.headers)  # fmt: skip
+                    for partition in self._partitions_for(output):
+                        transactions.produce(output.topic, output.key, output.value, partition,
+                                             output.timestamp_ms, output.headers)  # fmt: skip
             for partition, tables in views.items():
                 for table, view in tables.items():
                     self._produce_changelog(table, partition, view, checkpoints)
@@ -425,6 +440,21 @@ class Worker:
         self.metrics.commit_duration.observe(time.perf_counter() - started)
         self.metrics.last_commit.set_to_current_time()
         return checkpoints
+
+    def _partitions_for(self, output: Output) -> Iterable[int | None]:
+        """None (the key decides), or every partition of a broadcast's topic (counted once
+        per worker: a topic's partitions are only ever added, and the job's sources,
+        co-partitioned with it, would have to be too)."""
+        if not output.every_partition:
+            return (None,)
+        count = self._partition_counts.get(output.topic)
+        if count is None:
+            timeout = self.config.broker_timeout_seconds
+            found = self.consumer.list_topics(output.topic, timeout=timeout).topics[output.topic]
+            if found.error is not None or not found.partitions:
+                raise EngineError(f"{output.topic}: no partitions to broadcast to ({found.error})")
+            count = self._partition_counts[output.topic] = len(found.partitions)
+        return range(count)
 
     def _produce_changelog(
         self, table: str, partition: int, view: TableView, checkpoints: dict[tuple[str, int], int]

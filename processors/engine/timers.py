@@ -23,8 +23,9 @@ from wapipe.logs import get_logger
 
 log = get_logger(__name__)
 
-# (partition, source topic, caught up) -> a batch without records over the round's views
-BatchOf = Callable[[int, str, bool], PartitionBatch]
+# (partition, source topic, its sources read to their end) -> a batch without records over
+# the round's views
+BatchOf = Callable[[int, str, frozenset[str]], PartitionBatch]
 Run = Callable[[Mapping[int, PartitionBatch]], None]
 
 
@@ -40,7 +41,7 @@ class Timers:
 
     def run(
         self, partitions: Iterable[int], stream_time: Callable[[str, int], int | None],
-        caught_up: Callable[[], set[int]], batch_of: BatchOf,
+        read_to_end: Callable[[], Mapping[int, frozenset[str]]], batch_of: BatchOf,
     ) -> None:  # fmt: skip
         """Run the timers due on the opened `partitions`; `stream_time(topic, partition)`."""
         now = time.monotonic()
@@ -50,14 +51,16 @@ class Timers:
                 if self._wall_due[index] > now:
                     continue
                 self._wall_due[index] = now + timer.every_seconds
-                done = caught_up()
-                batches = {p: batch_of(p, self.default_source, p in done) for p in opened}
+                done = read_to_end()
+                batches = {p: batch_of(p, self.default_source, done.get(p, frozenset()))
+                           for p in opened}  # fmt: skip
                 self._safely(index, batches, _at_wall_time(timer))
             else:
                 source = timer.source or self.default_source
                 due = self._stream_due_on(index, timer, opened, source, stream_time)
                 if due:
-                    self._safely(index, {p: batch_of(p, source, False) for p in due}, timer.run)
+                    batches = {p: batch_of(p, source, frozenset()) for p in due}
+                    self._safely(index, batches, timer.run)
 
     def committed(self) -> None:
         self._stream_due.update(self._pending)

@@ -33,7 +33,6 @@ from processors.dead_letters import poison_letter
 from processors.engine.job import (
     Output,
     PartitionBatch,
-    StreamTimer,
     Table,
     WallClockTimer,
     json_value,
@@ -43,7 +42,7 @@ from processors.engine.job import (
 from processors.engine.state.schedule import Schedule
 from processors.funnel.batch import MessageFold, SubAccountWindow, TotalsFold, decide
 from processors.funnel.billing import BillingKey, billing_record, sum_deltas
-from processors.funnel.deltas import DeltaWindow, send_deltas
+from processors.funnel.deltas import DeltaWindow, Progress, progressed_to, send_deltas
 from processors.funnel.metrics import FunnelMetrics, WindowGauges
 from processors.funnel.rate_alerts import RateThresholds
 from processors.funnel.state import (
@@ -61,10 +60,9 @@ from wapipe import topics
 from wapipe.settings import Settings
 
 _GAUGE_SWEEP_SECONDS = 10.0
-_DECIDE_EVERY_SECONDS = 10.0  # of stream time: the timer only sends what is already due
-_DECIDE_LIVE_SECONDS = 1.0  # of the wall clock, when stream time stands still
+_PROGRESS_SECONDS = 1.0  # of the wall clock: how often the merge hop says how far it got
 _MESSAGES, _WINDOWS, _SUBACCOUNTS = "messages", "windows", "subaccount_windows"
-_BILLING, _ALERTS_DUE = "billing", "alerts_due"
+_BILLING, _ALERTS_DUE, _PROGRESS = "billing", "alerts_due", "progress"
 
 
 class FunnelJob:
@@ -86,15 +84,12 @@ class FunnelJob:
             Table(_SUBACCOUNTS, ttl_days=window_days),  # -> {"counts", "alerted", "decided"}
             Table(_BILLING, ttl_days=window_days),  # billing window id -> its total counts
             Table(_ALERTS_DUE),  # (decided at, sub-account window id) -> "" until decided
+            Table(_PROGRESS),  # "<hop>|<partition>" -> its progress (`deltas.Progress`)
         )
         self.timers = (
-            StreamTimer(_DECIDE_EVERY_SECONDS, self.decide_rate_alerts, source=self.deltas),
-            WallClockTimer(_DECIDE_LIVE_SECONDS, self.decide_rate_alerts_live),
+            WallClockTimer(_PROGRESS_SECONDS, self.send_progress),
             WallClockTimer(_GAUGE_SWEEP_SECONDS, self.sweep_gauges),
         )
-        # partition -> its deltas' stream time, and since when (wall clock) it stands still
-        # with the partition read to its end
-        self._standing_still: dict[int, tuple[datetime, datetime]] = {}
         self.message_state = topics.MESSAGE_STATE.name(prefix)
         self.funnel = topics.FUNNEL.name(prefix)
         self.billing = topics.BILLING.name(prefix)
@@ -103,6 +98,8 @@ class FunnelJob:
         self.deadletter = topics.DEADLETTER.name(prefix)
         self.final_after = timedelta(days=settings.funnel_window_days)
         self.limits = RateThresholds.of(settings)
+        self.progress = Progress("funnel", (self.status, self.replies, self.inbound),
+                                 self.deltas, self.limits.to_decision)  # fmt: skip
 
     def process(self, batch: PartitionBatch) -> None:
         if batch.topic == self.deltas:
@@ -112,28 +109,9 @@ class FunnelJob:
         else:
             self._merge(batch)
 
-    def decide_rate_alerts(self, batches: Mapping[int, PartitionBatch]) -> None:
-        """Decide the sub-accounts' windows whose time the deltas' stream time has reached."""
-        for batch in batches.values():
-            if batch.stream_time_ms is not None:
-                self._decide(batch, batch.stream_time_ms)
-
-    def decide_rate_alerts_live(self, batches: Mapping[int, PartitionBatch], now: datetime) -> None:
-        """On a partition read to its end, stream time stands still while no traffic comes:
-        decide as if it moved on with the wall clock from when it stopped (so a window's
-        alerts come when traffic stops, as they would have with more of it). Not from
-        the wall clock itself: events days old (a backlog, a replay) would be decided
-        before their window's later receipts were read, whenever a partition caught up
-        for a moment."""
-        for partition, batch in batches.items():
-            stream_time = batch.stream_time_of(self.deltas)
-            still = self._standing_still.get(partition)
-            if not batch.caught_up or stream_time is None:
-                self._standing_still.pop(partition, None)
-            elif still is None or still[0] != stream_time:
-                self._standing_still[partition] = (stream_time, now)
-            else:
-                self._decide(batch, canonical.epoch_ms(stream_time + (now - still[1])))
+    def send_progress(self, batches: Mapping[int, PartitionBatch], now: datetime) -> None:
+        """Tell the deltas hop how far the merge hop has sent its deltas (`deltas.Progress`)."""
+        self.progress.send(batches, now)
 
     def sweep_gauges(self, _batches: Mapping[int, PartitionBatch], now: datetime) -> None:
         """The gauges show the current windows: the wall clock says which are current."""
@@ -144,8 +122,7 @@ class FunnelJob:
 
     def partitions_revoked(self, partitions: frozenset[int]) -> None:
         self.gauges.clear()  # the windows of the partitions kept come back with their totals
-        for partition in partitions:
-            self._standing_still.pop(partition, None)
+        self.progress.forget(partitions)
 
     # --- the three hops ------------------------------------------------------------------------
     def _rekey_replies(self, batch: PartitionBatch) -> None:
@@ -195,12 +172,15 @@ class FunnelJob:
         deltas: list[dict[str, Any]] = []
         billing: list[dict[str, Any]] = []
         for_alerts: list[tuple[str, Any]] = []  # (sub-account window id, counts)
+        progress: list[dict[str, Any]] = []
         for message in batch.records:
             delta = json_value(message)
             if "billing" in delta:
                 billing.append(delta)
             elif "alert" in delta:
                 for_alerts.append((delta["alert"], delta["counts"]))
+            elif "progress" in delta:
+                progress.append(delta)
             else:
                 deltas.append(delta)
         if billing:
@@ -234,6 +214,9 @@ class FunnelJob:
             alerts_due.add(self.limits.decides_at(WindowKey.decode(whole_id)), whole_id.encode())
         batch.count(self.metrics.window_records, len(totals))
         batch.count(self.metrics.late_for_alerts, fold.late_for_alerts)
+        lowest = progressed_to(batch.table(_PROGRESS), progress)
+        if lowest is not None:
+            self._decide(batch, lowest)
 
     def _decide(self, batch: PartitionBatch, until_ms: int) -> None:
         """Decide the sub-accounts' windows due by `until_ms`; send their alerts."""

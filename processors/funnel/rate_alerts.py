@@ -8,11 +8,11 @@ out of two messages is no spike, and its id names the window.
 A window's alerts count the changes made by records up to its end plus `delay` of
 stream time (the receipts that come after its end, reads above all, still count),
 judged where the receipts are merged, record by record (`horizon`); they are decided
-once the deltas' stream time has passed that by `allowance` too (the drift: the other
-partitions' deltas of that time still arrive: `decides_at`). Deciding on running
-totals instead would alert at the first 50 deliveries of a campaign, none read yet,
-and give other counts, or no alert, on a replay; decided at a point of stream time,
-the alert is what the events give (docs/design.md, Time).
+once every hop that sends such changes has progressed past that point
+(`decides_at`, `funnel.deltas.Progress`). Deciding on running totals instead would
+alert at the first 50 deliveries of a campaign, none read yet, and give other counts,
+or no alert, on a replay; decided at a point of stream time, the alert is what the
+events give (docs/design.md, Time).
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from processors.alerts import Alert, make_id
-from processors.funnel.windows import Horizon, WindowKey, funnel_record, window_end_time
+from processors.funnel.windows import (
+    SIZE_SECONDS,
+    Horizon,
+    WindowKey,
+    funnel_record,
+    window_end_time,
+)
 from processors.normalize import canonical
 
 if TYPE_CHECKING:
@@ -38,7 +44,6 @@ class RateThresholds:
     min_volume: int = 50  # messages with an outcome (failure) or delivered (read) at least
     service_window_failures: int = 10  # free-form sends failed outside the window: more is alerted
     delay: timedelta = timedelta(minutes=10)  # of stream time past the window's end
-    allowance: timedelta = timedelta(minutes=10)  # the sources' drift
 
     @classmethod
     def of(cls, settings: Settings) -> RateThresholds:
@@ -50,7 +55,6 @@ class RateThresholds:
             min_volume=settings.funnel_alert_min_volume,
             service_window_failures=settings.service_window_failures_alert,
             delay=timedelta(minutes=settings.funnel_alert_delay_minutes),
-            allowance=timedelta(seconds=settings.processor_max_drift_seconds),
         )
 
     def horizon(self) -> Horizon[WindowKey]:
@@ -63,10 +67,20 @@ class RateThresholds:
         return subaccount_key(key) if key.size == self.window else None
 
     def decides_at(self, key: WindowKey) -> int:
-        """The stream time (epoch ms) of the deltas at which the window's alerts are
-        decided: deltas that come after the decision no longer count toward them."""
+        """The progress (epoch ms of stream time) at which the window's alerts are
+        decided: its end plus the delay."""
         end = canonical.epoch_ms(window_end_time(key.start, key.size))
-        return end + (self.delay + self.allowance) // timedelta(milliseconds=1)
+        return end + self._delay_ms
+
+    def to_decision(self, at_ms: int) -> int:
+        """The last point, at or before `at_ms`, at which windows of the alerts' size are
+        decided (`decides_at`: windows are aligned on the epoch, in UTC)."""
+        size_ms = SIZE_SECONDS[self.window] * 1000
+        return (at_ms - self._delay_ms) // size_ms * size_ms + self._delay_ms
+
+    @property
+    def _delay_ms(self) -> int:
+        return self.delay // timedelta(milliseconds=1)
 
 
 def subaccount_key(key: WindowKey) -> WindowKey:

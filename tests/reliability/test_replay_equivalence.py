@@ -7,7 +7,10 @@ template quality changes with three strikes, pauses and a disabling, a category 
 phone tiers upgraded and downgraded, a quality flag raised and cleared) and the
 guard-rails story (a number walked to 80% and 100% of its messaging limit, service
 windows, free-form messages outside them, billing). Each is posted shuffled, and a share
-of it again (retries the ingester keeps as new raw records). Once every job has caught
+of it again (retries the ingester keeps as new raw records). Before them, 3 hours of
+the default story are posted in event order, as live traffic comes, with the rate
+alerts' thresholds lowered: its windows' receipts come before their decision, so the
+funnel's rate alerts are raised, and must be the same in both runs. Once every job has caught
 up and nothing is written any more, the workers are stopped and every derived topic is
 read to its end. Then `wapipe replay --to-prefix NEW --yes` copies the raw topic to a
 new prefix, six fresh workers (a state directory and an instance of their own) process
@@ -54,15 +57,23 @@ from wapipe.topics import ALERTS, BILLING, FUNNEL, MESSAGING_LIMITS, create_topi
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 JOBS = ("normalize", "funnel", "templates", "phones", "conversations", "limits")
+# The rate alerts' thresholds lowered, so that the stories' small windows are alerted.
 ENVIRONMENT = {"WAPIPE_TEMPLATE_PAUSE_CHECK_SECONDS": "1",
-               "WAPIPE_MESSAGING_LIMIT_CHECK_SECONDS": "1"}  # fmt: skip
+               "WAPIPE_MESSAGING_LIMIT_CHECK_SECONDS": "1",
+               "WAPIPE_FUNNEL_ALERT_MIN_VOLUME": "5", "WAPIPE_FUNNEL_FAILURE_RATE_ALERT": "0.05",
+               "WAPIPE_FUNNEL_READ_RATE_ALERT": "0.6"}  # fmt: skip
 # The default story, 12 h of it in 15 s (about 1,200 webhooks): seed 7 walks its first
 # template through 3 strikes (paused twice, then disabled) and pauses two more once,
 # recategorizes one; its three numbers are upgraded, downgraded, flagged and unflagged.
 MIXED = Plan(seed=7, rate=70.0, duration=15.0, time_scale=2880.0)
 # The guard-rails story, 4 h of it in 15 s (about 2,400 webhooks).
 GUARDRAILS = Plan(seed=17, story="guardrails", rate=400.0, duration=15.0, time_scale=960.0)
-# The guard-rails story ends over 3 days ago, the mixed one an hour before it.
+# The default story again, 3 h of it in 15 s, posted in event order as live traffic
+# comes: its windows' receipts arrive before their decision, so the rate alerts decide
+# on what came (a shuffled story's receipts come after it: they are not counted).
+IN_ORDER = Plan(seed=23, rate=70.0, duration=15.0, time_scale=720.0)
+# The guard-rails story ends over 3 days ago, the mixed one an hour before it, the one
+# in order an hour before the mixed one starts.
 AGO = timedelta(days=3, minutes=1)
 RETRIED = 0.2  # the share of each story posted a second time
 OPTIONS = SendOptions(concurrency=16, retry_pauses=(1.0, 2.0, 5.0, 10.0))
@@ -115,11 +126,16 @@ SENT = ("TEMPLATE_QUALITY_RED", "TEMPLATE_PAUSED", "TEMPLATE_UNPAUSED", "TEMPLAT
         "MESSAGING_LIMIT_NEAR", "MESSAGING_LIMIT_REACHED")  # fmt: skip
 
 
-async def post(settings: Settings, url: str, timelines: list[Timeline]) -> list[Summary]:
-    """Post the timelines side by side, each shuffled; then a share of each again."""
-    first = await asyncio.gather(*(simulate(settings, url, timeline=shuffled(t, SEED + n),
-                                            options=OPTIONS)
-                                   for n, t in enumerate(timelines)))  # fmt: skip
+async def post(
+    settings: Settings, url: str, timelines: list[Timeline], in_order: Timeline
+) -> list[Summary]:  # fmt: skip
+    """Post `in_order` in event order (first: the others' later times would make its
+    receipts late); then the timelines side by side, each shuffled; then a share of each
+    shuffled one again."""
+    first = [await simulate(settings, url, timeline=in_order, options=OPTIONS)]
+    first += await asyncio.gather(*(simulate(settings, url, timeline=shuffled(t, SEED + n),
+                                             options=OPTIONS)
+                                    for n, t in enumerate(timelines)))  # fmt: skip
     again = await asyncio.gather(*(simulate(settings, url, options=OPTIONS,
                                             timeline=shuffled(t, SEED + 10 + n, RETRIED))
                                    for n, t in enumerate(timelines)))  # fmt: skip
@@ -168,6 +184,7 @@ def assert_not_trivial(live: Derived) -> None:
         assert kind in sent, f"no {kind} alert among {sorted(sent)}"
     standing = {alert["type"] for alert in views[ALERTS.suffix].values()}
     assert {"MESSAGING_LIMIT_NEAR", "MESSAGING_LIMIT_REACHED"} <= standing, standing
+    assert {"DELIVERY_FAILURE_SPIKE", "READ_RATE_DROP"} <= standing, standing  # (in order)
     limits = views[MESSAGING_LIMITS.suffix].values()
     # (The last records' reach is as of the last stream time, which may lie past the
     # stories' 24 h; the standing alerts above show the number's crossings.)
@@ -198,9 +215,11 @@ async def test_a_replay_of_the_raw_topic_derives_what_the_live_run_derived(
     now = datetime.now(UTC)
     timelines = [with_their_own_times(new_timeline(MIXED, now=now - AGO - timedelta(hours=1))),
                  with_their_own_times(new_timeline(GUARDRAILS, now=now - AGO))]  # fmt: skip
-    latest_event = max(t.anchor + timedelta(seconds=e.at) for t in timelines for e in t.events)
+    in_order = with_their_own_times(new_timeline(IN_ORDER, now=now - AGO - timedelta(hours=14)))
+    latest_event = max(t.anchor + timedelta(seconds=e.at)
+                       for t in (*timelines, in_order) for e in t.events)  # fmt: skip
     assert latest_event < now - timedelta(days=3), latest_event  # (a story ends `duration` late)
-    summaries = await post(settings, pipeline.ingester.webhook_url, timelines)
+    summaries = await post(settings, pipeline.ingester.webhook_url, timelines, in_order)
     await until_settled(settings, JOBS, pipeline.a_worker_died, SETTLE_SECONDS)
     live_seconds = time.monotonic() - started
     await stop(pipeline.workers, tmp_path)

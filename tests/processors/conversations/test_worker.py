@@ -130,10 +130,15 @@ async def test_service_windows_and_free_form_messages_outside_them(
                                     "the expected service windows")  # fmt: skip
         await windows.until(lambda: outside() == (15, 11), funnel, tmp_path / "funnel.log",
                             "15 free-form messages outside the window, 11 failed")  # fmt: skip
-        # Traffic goes on: stream time passes the window's end by the alerts' delay and
-        # the drift (20 minutes), and its alerts are decided.
-        later = receipt("later", "later-out-0", 0, "sent", 81)
-        await feed(kafka_settings, topics.STATUS, [later], key=lambda r: r.umid)
+        # Traffic goes on, on every partition of every source of both jobs: their
+        # progress passes the window's end by the alerts' delay (10 minutes), and its
+        # alerts are decided.
+        customers = range(100, 140)
+        await feed(kafka_settings, topics.INBOUND, [inbound("later", n, 81) for n in customers],
+                   key=lambda m: m.umid)  # fmt: skip
+        await feed(kafka_settings, topics.STATUS,
+                   [receipt("later", f"later-out-{n}", n, "sent", 81) for n in customers],
+                   key=lambda r: r.umid)  # fmt: skip
         await windows.until(lambda: windows.alerts, funnel, tmp_path / "funnel.log",
                             "the window's alert")  # fmt: skip
         for worker in (conversations, funnel):

@@ -15,10 +15,11 @@ from the table, shows as a repeated or missing number.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from engine_harness import (
     PARTITIONS,
     Reader,
@@ -210,3 +211,46 @@ def test_the_group_commits_past_commit_markers_and_aborted_records_to_lag_zero(
     finally:
         output.close()
     counts_are_exact(output.records, {f"k{p}-0".encode(): 1 for p in range(PARTITIONS)})
+
+
+class Broadcasting(Counting):
+    """Counts, and after each batch tells every partition of the output how far it got."""
+
+    def process(self, batch: PartitionBatch) -> None:
+        super().process(batch)
+        last = batch.records[-1]
+        batch.broadcast(self.output, b"progress", f"{batch.partition}@{last.offset()}".encode(),
+                        timestamp_ms=0)  # fmt: skip
+
+
+def test_a_broadcast_reaches_every_partition_of_its_topic(
+    kafka_bootstrap: str, tmp_path: Path, unused_port
+) -> None:
+    topics = Topics(kafka_bootstrap)
+    keys = [f"key-{n}".encode() for n in range(30)]
+    topics.feed([(key, b"x") for key in keys])
+    job = Broadcasting(topics.source, topics.output, topics.deadletter)
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "unused",
+                         "isolation.level": "read_committed"})  # fmt: skip
+    consumer.assign([TopicPartition(topics.output, p, 0) for p in range(PARTITIONS)])
+    seen: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
+
+    def every_partition_told_of_every_source_partition() -> bool:
+        for message in consumer.consume(1_000, 0.2):
+            if message.error() is None:
+                seen[message.partition() or 0].append(message.key() or b"")
+                if message.key() == b"progress":
+                    seen[message.partition() or 0].append(message.value() or b"")
+        told = {p: {value.split(b"@")[0] for value in values if b"@" in value}
+                for p, values in seen.items()}  # fmt: skip
+        return all(len(sources) == PARTITIONS for sources in told.values())
+
+    try:
+        with running(job, engine_config(topics, tmp_path / "state", unused_port())):
+            deadline = time.monotonic() + 60
+            while not every_partition_told_of_every_source_partition():
+                assert time.monotonic() < deadline, f"not every partition told: {seen}"
+    finally:
+        consumer.close()
+    counted = sum(key.startswith(b"key-") for values in seen.values() for key in values)
+    assert counted == len(keys), "the counts and the broadcasts went astray"

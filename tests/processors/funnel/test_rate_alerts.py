@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from processors.funnel.batch import TotalsFold, decide
 from processors.funnel.rate_alerts import RateThresholds, rate_alerts, subaccount_key
-from processors.funnel.windows import WindowKey
+from processors.funnel.windows import SIZE_SECONDS, WindowKey
 from processors.normalize import canonical
 
 LIMITS = RateThresholds(window="1h", failure_rate=0.2, read_rate=0.3, min_volume=50)
@@ -26,10 +29,24 @@ def test_a_sub_accounts_window_sums_its_countries_and_categories_of_the_alerts_s
     assert (horizon.after, horizon.size) == (LIMITS.delay, "1h")
 
 
-def test_a_window_is_decided_at_its_end_plus_the_delay_and_the_allowance() -> None:
-    limits = RateThresholds(window="1h", delay=timedelta(minutes=10),
-                            allowance=timedelta(minutes=5))  # fmt: skip
-    assert limits.decides_at(HOUR) == ms("2026-11-25T11:15:00.000Z")
+def test_a_window_is_decided_at_its_end_plus_the_delay() -> None:
+    limits = RateThresholds(window="1h", delay=timedelta(minutes=10))
+    assert limits.decides_at(HOUR) == ms("2026-11-25T11:10:00.000Z")
+
+
+@given(st.sampled_from(["1m", "1h"]), st.integers(0, 1_440),
+       st.integers(ms("2020-01-01T00:00:00.000Z"), ms("2030-01-01T00:00:00.000Z")))  # fmt: skip
+def test_progress_goes_down_to_the_last_decision_point(size: str, delay: int, at: int) -> None:
+    """What a hop sends as its progress (`to_decision`): the last point at or before its
+    stream time where some window of the alerts' size is decided, so the deltas hop
+    decides exactly what the stream time itself would have let it."""
+    limits = RateThresholds(window=size, delay=timedelta(minutes=delay))
+    point = limits.to_decision(at)
+    size_ms = SIZE_SECONDS[size] * 1000
+    start = datetime.fromtimestamp((point - delay * 60_000 - size_ms) / 1000, UTC)
+    window = WindowKey(size, canonical.format_timestamp(start), "acme", "", "")
+    assert limits.decides_at(window) == point <= at
+    assert at - point < size_ms  # no later decision point in between
 
 
 def test_deltas_count_toward_the_alerts_until_the_window_is_decided_and_not_after() -> None:

@@ -62,10 +62,10 @@ async def test_a_failure_spike_and_a_read_rate_drop_are_alerted_once(
             worker, tmp_path / "funnel.log", "the final windows",
         )  # fmt: skip
         assert outputs.alerts == [], "alerted before the window was decided"
-        # Traffic goes on: stream time passes the window's end by the alerts' delay and
-        # the drift (20 minutes), and its alerts are decided.
-        later = receipt("later-1", "later", "sent", 81)
-        await feed(kafka_settings, topics.STATUS, [later], key=lambda r: r.umid)
+        # Traffic goes on, on every partition: the merge hop's progress passes the
+        # window's end by the alerts' delay (10 minutes), and its alerts are decided.
+        later = [receipt(f"later-{n}", "later", "sent", 81) for n in range(40)]
+        await feed(kafka_settings, topics.STATUS, later, key=lambda r: r.umid)
         await outputs.until(lambda: len(outputs.alerts) == 2, worker, tmp_path / "funnel.log",
                             "the window's two alerts")  # fmt: skip
         worker.send_signal(signal.SIGTERM)  # every record it sent is acknowledged by now
