@@ -1,10 +1,11 @@
 """The ingester's Kafka producer: librdkafka (confluent-kafka), with asyncio futures.
 
-Why not aiokafka here, which the processors use: the ingester's throughput is
-bound by its one Python thread, and aiokafka does its batching, record
-encoding, partitioning and compression in that thread. librdkafka does all of
-it in its own C threads, on the other core; the event loop only hands over the
-bytes and awaits a future. `bench/ingest` measures the difference.
+Why librdkafka and not aiokafka, as an asyncio server might: the ingester's
+throughput is bound by its one Python thread, and aiokafka does its batching,
+record encoding, partitioning and compression in that thread. librdkafka does all
+of it in its own C threads, on the other core; the event loop only hands over the
+bytes and awaits a future. `bench/ingest` measures the difference. (The jobs use
+librdkafka too, through the engine: processors/engine/kafka.py.)
 
 Deliveries are reported by librdkafka during `poll()`, which a dedicated thread
 calls; it hands each poll's reports to the event loop in one batch.

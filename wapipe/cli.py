@@ -12,6 +12,7 @@ import errno
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from processors.jobs import JOBS
 from wapipe.settings import Settings, SettingsError, environment_variables
@@ -259,6 +260,17 @@ def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--ingester", metavar="URL",
         help="the ingester's base URL (default: http://127.0.0.1:WAPIPE_INGEST_PORT)",
     )  # fmt: skip
+    tls = status.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--ca-file", type=Path, metavar="FILE",
+        help="the CA (PEM) that signed an HTTPS ingester's certificate (default: "
+        "WAPIPE_TLS_CERT when set, which a self-signed certificate is its own CA of; else "
+        "the system's CAs)",
+    )  # fmt: skip
+    tls.add_argument(
+        "--insecure", action="store_true",
+        help="do not verify an HTTPS ingester's certificate (the output says so)",
+    )  # fmt: skip
     status.add_argument(
         "--max-lag", type=_positive(int), metavar="N",
         help="a job with more unprocessed records is behind (default 1,000)",
@@ -412,6 +424,8 @@ def _status(settings: Settings, arguments: argparse.Namespace) -> int:
         json=arguments.json,
         partitions=arguments.partitions,
         broker_only=arguments.broker_only,
+        ca_file=arguments.ca_file,
+        insecure=arguments.insecure,
     )
     return run_status(settings, options)
 

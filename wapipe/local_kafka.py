@@ -263,7 +263,7 @@ class LocalBroker:
             "group.initial.rebalance.delay.ms=0\n"
             + (
                 # A cluster's defaults for topics made without explicit settings
-                # (faust's changelogs): the production pair, 3 replicas and 2 in sync.
+                # (a tool's own topics): the production pair, 3 replicas and 2 in sync.
                 f"default.replication.factor={replicas}\nmin.insync.replicas={min_insync}\n"
                 if self.voters
                 else ""
@@ -340,7 +340,7 @@ class LocalCluster:
     The controller quorum is static: every node is a voter, so the cluster needs a
     majority of them running (2 of 3) to elect a controller, and keeps serving with
     one node killed. Topics get replication and min.insync.replicas from whoever
-    creates them; the defaults for those that do not say (faust's changelogs) are
+    creates them; the defaults for those that do not say (a tool's own topics) are
     3 replicas (as many as there are nodes, up to 3) and 2 in sync.
     Node `i` (1-based) lives in `directory / f"node-{i}"`.
     """

@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line on stderr, for our code and libraries alike.
 
 Our modules log through structlog (`get_logger(__name__).info("event", key=value)`);
-aiokafka, aiohttp and faust log through the standard library, and both end in the
+librdkafka (through confluent-kafka's logger), aiohttp and aiokafka (the tests')
+log through the standard library, and both end in the
 same formatter, so every line has `timestamp`, `level`, `logger` and `event`.
 Never log a secret, a token or message text at info level.
 """

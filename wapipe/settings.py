@@ -175,7 +175,7 @@ class Settings(BaseSettings):
         description="CIDRs of reverse proxies whose `X-Forwarded-For` is believed.",
     )
 
-    # --- Processors (faust workers) --------------------------------------------------------
+    # --- Processors (the stream jobs' workers) -------------------------------------------
     processor_web_host: str = Field(
         "127.0.0.1",
         description="Address of a processor worker's web server (/metrics); loopback unless "

@@ -179,6 +179,7 @@ class _Supervisor:
         out: TextIO, err: TextIO,
     ) -> None:  # fmt: skip
         self.settings, self.services, self.environment = settings, services, environment
+        self._name_width = max(len(service.name) for service in services)  # conversations
         self.out, self.err = out, err
         self.stop_requested = False
         self.children: dict[str, subprocess.Popen[bytes]] = {}
@@ -236,7 +237,7 @@ class _Supervisor:
             for service in waiting:
                 if _answers(f"{service.url}/readyz"):
                     ready[service.name] = time.monotonic() - started
-                    print(f"  ready  {service.name:<10} {service.address}  "
+                    print(f"  ready  {service.name:<{self._name_width}} {service.address}  "
                           f"({ready[service.name]:.1f} s)", file=self.out, flush=True)  # fmt: skip
             overdue = time.monotonic() - started > READY_TIMEOUT_SECONDS
             if not summarized and (len(ready) == len(self.services) or overdue):
@@ -298,14 +299,15 @@ def summary(
     rows += [(s.name, s.address + ("" if s.name in ready else "  (not ready)"), _shown(s.log))
              for s in services]  # fmt: skip
     width = max(len(address) for _, address, _ in rows)
+    named = max(len("SERVICE"), *(len(name) for name, _, _ in rows))
     what = "is up" if len(ready) == len(services) else "is partly up"
     lines = [
         "",
         f"wapipe {what} after {seconds:.1f} s (topic prefix {settings.topic_prefix}). "
         "Ctrl-C stops everything.",
         "",
-        f"  {'SERVICE':<10} {'ADDRESS':<{width}}  LOG",
-        *(f"  {name:<10} {address:<{width}}  {log}" for name, address, log in rows),
+        f"  {'SERVICE':<{named}} {'ADDRESS':<{width}}  LOG",
+        *(f"  {name:<{named}} {address:<{width}}  {log}" for name, address, log in rows),
         "",
         "Try:",
         "  wapipe status                 how each job is doing: workers, lag, events/s",

@@ -38,7 +38,7 @@ class FunnelMetrics:
         )
         self.merged = Counter(
             "wapipe_funnel_merged_observations",
-            "Observations merged into message states (the message_states agent's events).",
+            "Observations merged into message states (receipts and replies, by the merge hop).",
             registry=registry,
         )
         self.state_changes = Counter(

@@ -108,6 +108,9 @@ def test_the_summary_says_where_everything_is_and_what_to_try(tmp_path, monkeypa
                                 ".wapipe/logs/ingest.log"]  # fmt: skip
     assert lines[9].split() == ["phones", "http://127.0.0.1:7003/metrics", "(not", "ready)",
                                 ".wapipe/logs/phones.log"]  # fmt: skip
+    # The columns line up, the longest name (conversations) included.
+    table = lines[3 : 4 + len(services) + 1]
+    assert len({line.index(line.split()[1]) for line in table}) == 1, "\n".join(table)
     for command in ("wapipe status", "wapipe logs funnel -f", "wapipe simulate",
                     "wapipe tail alerts"):  # fmt: skip
         assert any(line.strip().startswith(command) for line in lines), command

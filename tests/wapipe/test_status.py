@@ -260,6 +260,11 @@ def test_the_last_commit_from_the_exported_time_or_bounded_by_the_commit_counter
     never = [Scrape(WORKER, NOW - 2, records=0, commits=0), Scrape(WORKER, NOW, records=0,
                                                                    commits=0)]  # fmt: skip
     assert commit_age(never, NOW) is None
+    # A worker that has not committed yet exports 0: not 56 years ago, nothing yet.
+    started = [
+        Scrape(WORKER, at, records=0, commits=0, last_commit_at=0.0) for at in (NOW - 2, NOW)
+    ]
+    assert commit_age(started, NOW) is None
 
     assert [CommitAge(4.2, "=").text(), CommitAge(2, "<").text(), CommitAge(61, ">").text()] == [
         "4s",
@@ -505,3 +510,63 @@ def test_status_refuses_a_malformed_worker_flag():
 
     assert result.returncode == 2
     assert "JOB=HOST:PORT" in result.stderr
+
+
+def test_status_checks_an_https_ingester_against_the_ca_it_is_told_or_says_it_did_not(
+    unused_port, tmp_path
+):
+    """An ingester serving HTTPS with a self-signed certificate (spooling: no broker)."""
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(certificate)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port = unused_port()
+    server = {
+        "WAPIPE_KAFKA_BOOTSTRAP": f"127.0.0.1:{unused_port()}",
+        "WAPIPE_INGEST_PORT": str(port),
+        "WAPIPE_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    ingester = subprocess.Popen(
+        [sys.executable, "-m", "wapipe", "ingest"],
+        env={**os.environ, **server, "WAPIPE_TLS_CERT": str(certificate),
+             "WAPIPE_TLS_KEY": str(key)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"https://127.0.0.1:{port}"
+
+    def status(*flags: str) -> dict[str, Any]:
+        result = _wapipe("status", "ingest", "--ingester", url, "--sample", "0", "--json",
+                         *flags, **server)  # fmt: skip
+        assert result.returncode in (0, 1), result.stderr
+        return json.loads(result.stdout)
+
+    try:
+        deadline = time.monotonic() + 30
+        while (found := status("--insecure"))["services"][0]["endpoints"][0]["error"]:
+            assert time.monotonic() < deadline, f"the ingester never answered: {found}"
+        unchecked = found
+        trusted = status("--ca-file", str(certificate))
+        refused = status()
+    finally:
+        ingester.send_signal(signal.SIGTERM)
+        ingester.wait(timeout=30)
+
+    assert unchecked["ingester_tls"] == "not verified (--insecure)"
+    assert trusted["ingester_tls"] == f"verified against {certificate} (--ca-file)"
+    assert trusted["services"][0]["endpoints"][0]["error"] is None
+    assert refused["ingester_tls"] == "verified against the system's CAs"
+    error = refused["services"][0]["endpoints"][0]["error"]
+    assert "certificate" in error, error
+    assert "--ca-file FILE" in error, error
+    assert "--insecure" in error, error
+
+
+def test_status_refuses_an_unreadable_ca_file(tmp_path):
+    result = _wapipe("status", "ingest", "--ingester", "https://127.0.0.1:1", "--ca-file",
+                     str(tmp_path / "missing.pem"), "--sample", "0")  # fmt: skip
+    assert result.returncode == 2
+    assert "cannot read the CA file" in result.stderr
+    assert "(--ca-file)" in result.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from typing import TextIO
 
 from wapipe.settings import Settings
@@ -22,12 +23,14 @@ from wapipe.status.gather import (
     scrape,
     scrape_ingester,
     scrape_worker,
+    tls_check,
 )
 from wapipe.status.model import (
     DEFAULT_MAX_LAG,
     EXIT_NO_KAFKA,
     EXIT_OK,
     EXIT_PROBLEM,
+    EXIT_USAGE,
     INGESTER,
     SERVICE_NAMES,
     CommitAge,
@@ -89,9 +92,15 @@ def run_status(
     sources = {job: job_sources(settings, job) for job in jobs}
     targets = endpoints(settings, options)
     history: dict[tuple[str, str], list[Scrape]] = {target: [] for target in targets}
+    https = any(s == INGESTER and url.startswith("https:") for s, url in targets)
+    try:
+        tls, tls_said = tls_check(settings, options) if https else (None, None)
+    except StatusError as error:
+        print(f"wapipe status: {error}", file=err)
+        return EXIT_USAGE
 
     def look() -> Report:
-        for target, found in zip(targets, scrape(targets), strict=True):
+        for target, found in zip(targets, scrape(targets, tls), strict=True):
             history[target].append(found)
             keep = [s for s in history[target] if found.at - s.at <= RATE_WINDOW_SECONDS + 1]
             history[target][:] = history[target][-2:] if len(keep) < 2 else keep
@@ -101,12 +110,12 @@ def run_status(
             scrapes.setdefault(service, []).append(scraped)
         snapshot = Snapshot(time.time(), settings.kafka_bootstrap, settings.topic_prefix,
                             groups, scrapes)  # fmt: skip
-        return assess(snapshot, options.max_lag)
+        return replace(assess(snapshot, options.max_lag), ingester_tls=tls_said)
 
     def first_look() -> Report:
         if options.sample > 0 and targets:  # a rate needs two scrapes
             started = time.monotonic()
-            for target, found in zip(targets, scrape(targets), strict=True):
+            for target, found in zip(targets, scrape(targets, tls), strict=True):
                 history[target].append(found)
             time.sleep(max(0.0, options.sample - (time.monotonic() - started)))
         return look()

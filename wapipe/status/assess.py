@@ -158,7 +158,8 @@ def events_per_second(history: Sequence[Scrape], window: float) -> tuple[float, 
 def commit_age(history: Sequence[Scrape], now: float) -> CommitAge | None:
     """How long ago the endpoint's worker last committed a batch (see the module's doc)."""
     points = [s for s in history if s.error is None and s.commits is not None]
-    if points and points[-1].last_commit_at is not None:
+    # The exported time reads 0 until the worker's first commit (a gauge starts at 0).
+    if points and points[-1].last_commit_at:
         return CommitAge(max(0.0, now - points[-1].last_commit_at), "=")
     if len(points) < 2 or points[-1].commits == 0:  # none since the worker started
         return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -40,10 +41,30 @@ _MARKER_CHECK_SECONDS = 5.0
 # --------------------------------------------------------------------------- the web servers
 
 
-def _get(url: str, timeout: float) -> tuple[int, bytes]:
+def tls_check(settings: Settings, options: Options) -> tuple[ssl.SSLContext, str]:
+    """How to check the ingester's HTTPS certificate, and that said in words: against
+    `--ca-file`, else against WAPIPE_TLS_CERT (the certificate `wapipe run` serves: a
+    self-signed one is its own CA), else the system's CAs; or not at all (`--insecure`)."""
+    if options.insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context, "not verified (--insecure)"
+    ca_file = options.ca_file or settings.tls_cert
+    if ca_file is None:
+        return ssl.create_default_context(), "verified against the system's CAs"
+    where = "--ca-file" if options.ca_file else "WAPIPE_TLS_CERT"
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as error:
+        raise StatusError(f"cannot read the CA file {ca_file} ({where}): {error}") from None
+    return context, f"verified against {ca_file} ({where})"
+
+
+def _get(url: str, timeout: float, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """GET `url`: its status and body; OSError when it cannot be asked."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - http(s)
+        with urllib.request.urlopen(url, timeout=timeout, context=tls) as answer:  # noqa: S310
             return int(answer.status), bytes(answer.read())
     except urllib.error.HTTPError as error:
         return int(error.code), bytes(error.read())
@@ -67,16 +88,21 @@ def _why(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def _read(url: str, timeout: float) -> tuple[int, bytes, list[Sample]] | str:
+def _read(
+    url: str, timeout: float, tls: ssl.SSLContext | None = None
+) -> tuple[int, bytes, list[Sample]] | str:  # fmt: skip
     """A web server's /readyz answer (status, body) and its /metrics samples, or why not."""
     try:
-        ready_status, ready_body = _get(f"{url}/readyz", timeout)
-        status, body = _get(f"{url}/metrics", timeout)
+        ready_status, ready_body = _get(f"{url}/readyz", timeout, tls)
+        status, body = _get(f"{url}/metrics", timeout, tls)
         if status != 200:
             return f"/metrics answers {status}"
         return ready_status, ready_body, _samples(body.decode(errors="replace"))
     except (OSError, ValueError) as error:
-        return _why(error)
+        why = _why(error)
+        if "CERTIFICATE_VERIFY_FAILED" in why:
+            why += " (trust its CA with --ca-file FILE, or skip the check with --insecure)"
+        return why
 
 
 def scrape_worker(url: str, job: str, timeout: float = _HTTP_TIMEOUT_SECONDS) -> Scrape:
@@ -102,9 +128,11 @@ def scrape_worker(url: str, job: str, timeout: float = _HTTP_TIMEOUT_SECONDS) ->
     )  # fmt: skip
 
 
-def scrape_ingester(url: str, timeout: float = _HTTP_TIMEOUT_SECONDS) -> Scrape:
+def scrape_ingester(
+    url: str, timeout: float = _HTTP_TIMEOUT_SECONDS, tls: ssl.SSLContext | None = None
+) -> Scrape:  # fmt: skip
     at = time.time()
-    read = _read(url, timeout)
+    read = _read(url, timeout, tls)
     if isinstance(read, str):
         return Scrape(url, at, error=read)
     ready_status, ready_body, samples = read
@@ -120,14 +148,19 @@ def scrape_ingester(url: str, timeout: float = _HTTP_TIMEOUT_SECONDS) -> Scrape:
                   spool_records=spool[0] if spool else None)  # fmt: skip
 
 
-def scrape(endpoints: Sequence[tuple[str, str]]) -> list[Scrape]:
-    """Scrape (service, url) endpoints at once; in their order."""
+def scrape(
+    endpoints: Sequence[tuple[str, str]], tls: ssl.SSLContext | None = None
+) -> list[Scrape]:  # fmt: skip
+    """Scrape (service, url) endpoints at once, in their order; `tls` checks the
+    ingester's HTTPS certificate."""
     if not endpoints:
         return []
 
     def one(endpoint: tuple[str, str]) -> Scrape:
         service, url = endpoint
-        return scrape_ingester(url) if service == INGESTER else scrape_worker(url, service)
+        if service == INGESTER:
+            return scrape_ingester(url, tls=tls)
+        return scrape_worker(url, service)
 
     with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
         return list(pool.map(one, endpoints))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from wapipe.stack import WORKERS
@@ -12,7 +13,7 @@ from wapipe.stack import WORKERS
 INGESTER = "ingest"
 SERVICE_NAMES: tuple[str, ...] = (INGESTER, *WORKERS)
 DEFAULT_MAX_LAG = 1000
-EXIT_OK, EXIT_PROBLEM, EXIT_NO_KAFKA = 0, 1, 3
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_NO_KAFKA = 0, 1, 2, 3
 REBALANCING = ("PreparingRebalance", "CompletingRebalance")
 
 
@@ -157,6 +158,7 @@ class Report:
     max_lag: int
     services: tuple[ServiceStatus, ...]
     problems: tuple[str, ...] = field(default=())  # "service: problem", in service order
+    ingester_tls: str | None = None  # how the ingester's HTTPS certificate was checked
 
     @property
     def ok(self) -> bool:
@@ -181,3 +183,5 @@ class Options:
     json: bool = False
     partitions: bool = False
     broker_only: bool = False
+    ca_file: Path | None = None  # the CA that signed the ingester's HTTPS certificate
+    insecure: bool = False  # do not verify the ingester's HTTPS certificate

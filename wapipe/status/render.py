@@ -31,6 +31,8 @@ def render_table(report: Report, *, partitions: bool = False, note: str | None =
     lines += _columns(rows, numeric={2, 4, 5})
     if note:
         lines.append(note)
+    if report.ingester_tls:
+        lines.append(f"ingester HTTPS certificate: {report.ingester_tls}")
     jobs = [s for s in report.services if s.group is not None and s.group.partitions]
     if jobs and not partitions:
         rows = [("JOB", "TOPIC", "PARTITIONS", "LAG", "WORKERS")]
@@ -127,6 +129,7 @@ def to_dict(report: Report) -> dict[str, Any]:
         "at": datetime.fromtimestamp(report.at, UTC).isoformat().replace("+00:00", "Z"),
         "kafka": report.bootstrap, "topic_prefix": report.prefix, "max_lag": report.max_lag,
         "problems": list(report.problems),
+        "ingester_tls": report.ingester_tls,
         "services": [service(s) for s in report.services],
     }  # fmt: skip
 
