@@ -1,9 +1,12 @@
 """The services' log files under WAPIPE_HOME/logs: read, merge, format, follow.
 
 `wapipe run` sends each child's stdout and stderr to `<home>/logs/<service>.log`
-(appending; one JSON object per line, `wapipe.logs`), follows those files to echo
-errors on its terminal (`ErrorEcho`), and `wapipe logs` shows them: merged by time,
-human-readable (`format_line`) or raw. Everything but the file reading is pure.
+(appending; one JSON object per line, `wapipe.logs`) through `RotatingLog`, which moves
+the file aside to `<service>.log.1` (`.1` to `.2`, ...) once it passes
+WAPIPE_LOG_FILE_MB, keeping WAPIPE_LOG_FILES_KEPT of them. It follows those files to
+echo errors on its terminal (`ErrorEcho`), and `wapipe logs` shows them, the files
+moved aside included: merged by time, human-readable (`format_line`) or raw.
+Everything but the file reading and writing is pure.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from wapipe.settings import Settings
 
@@ -36,6 +39,64 @@ def log_directory(home: Path) -> Path:
 
 def log_file(home: Path, service: str) -> Path:
     return log_directory(home) / f"{service}.log"
+
+
+def rotated(path: Path, number: int) -> Path:
+    """The `number`th file moved aside from `path` (1: the newest)."""
+    return path.with_name(f"{path.name}.{number}")
+
+
+def chain(path: Path) -> list[Path]:
+    """A log's files, oldest first: those moved aside (`.N` ... `.1`), then `path` itself."""
+    aside = []
+    number = 1
+    while rotated(path, number).exists():
+        aside.append(rotated(path, number))
+        number += 1
+    return [*reversed(aside), path]
+
+
+class RotatingLog:
+    """A service's log file as `wapipe run` writes it, line by line from the service's
+    output: once the file passes `max_bytes`, at the end of a line, it is moved aside to
+    `.1` (and `.1` to `.2`, ..., the one beyond `keep` deleted) and a new one begun. A
+    child that wrote to the file itself could not be rotated without losing lines (or
+    copying and truncating under it, as logrotate's copytruncate does, losing those
+    written in between): its output comes through a pipe instead (`pump`)."""
+
+    def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
+        self.path, self.max_bytes, self.keep = path, max_bytes, keep
+        self._file = path.open("ab")
+        self._size = self._file.tell()
+
+    def write(self, line: bytes) -> None:
+        self._file.write(line)
+        self._file.flush()  # `wapipe logs -f` and the error echo read the file as it grows
+        self._size += len(line)
+        if self._size >= self.max_bytes and line.endswith(b"\n"):
+            self._rotate()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        rotated(self.path, self.keep).unlink(missing_ok=True)
+        for number in range(self.keep - 1, 0, -1):
+            if rotated(self.path, number).exists():
+                rotated(self.path, number).replace(rotated(self.path, number + 1))
+        self.path.replace(rotated(self.path, 1))
+        self._file, self._size = self.path.open("ab"), 0
+
+
+def pump(output: IO[bytes], log: RotatingLog) -> None:
+    """Copy a child's output into its log, line by line, until the child closes it."""
+    try:
+        for line in iter(output.readline, b""):
+            log.write(line)
+    finally:
+        log.close()
+        output.close()
 
 
 def parse(text: str) -> dict[str, Any] | None:
@@ -130,8 +191,18 @@ def with_keys(service: str, texts: Iterable[str], previous: str = "") -> Iterato
 
 
 def last_lines(path: Path, count: int, end: int | None = None) -> list[str]:
-    """The last `count` lines of a file (without their newlines) before byte `end` (default:
-    its end), read backwards."""
+    """The last `count` lines of a log (without their newlines), the current file read
+    before byte `end` (default: its end), then the files moved aside, newest first."""
+    lines = _last_lines_of(path, count, end)
+    for older in reversed(chain(path)[:-1]):
+        if len(lines) >= count:
+            break
+        lines = _last_lines_of(older, count - len(lines)) + lines
+    return lines
+
+
+def _last_lines_of(path: Path, count: int, end: int | None = None) -> list[str]:
+    """The last `count` lines of one file before byte `end`, read backwards."""
     if count <= 0:
         return []
     with path.open("rb") as file:
@@ -147,7 +218,14 @@ def last_lines(path: Path, count: int, end: int | None = None) -> list[str]:
 
 
 def all_lines(path: Path, end: int | None = None) -> Iterator[str]:
-    """A file's lines (without their newlines) before byte `end` (default: all)."""
+    """A log's lines (without their newlines): the files moved aside, oldest first, then
+    the current one before byte `end` (default: all)."""
+    for older in chain(path)[:-1]:
+        yield from _all_lines_of(older)
+    yield from _all_lines_of(path, end)
+
+
+def _all_lines_of(path: Path, end: int | None = None) -> Iterator[str]:
     with path.open("rb") as file:
         position = 0
         for line in file:
@@ -180,8 +258,9 @@ def merged(
 
 class Follower:
     """New complete lines appended to a set of files since the last `poll` (as `tail -F`):
-    a file that does not exist yet is read from its start once it appears, and one
-    that shrank (truncated) from its start again."""
+    a file that does not exist yet is read from its start once it appears, one that
+    shrank (truncated) from its start again, and one moved aside (`RotatingLog`) to its
+    end under its new name, then the new file from its start."""
 
     def __init__(self, files: dict[str, Path], *, from_end: bool = True) -> None:
         self._files = dict(files)
@@ -189,6 +268,7 @@ class Follower:
             service: (path.stat().st_size if from_end and path.exists() else 0)
             for service, path in files.items()
         }
+        self._inodes = {service: _inode(path) for service, path in files.items()}
         self._partial = {service: b"" for service in files}
         self._keys = {service: "" for service in files}
 
@@ -201,24 +281,43 @@ class Follower:
         found: list[LogLine] = []
         for service, path in self._files.items():
             try:
-                size = path.stat().st_size
+                stat = path.stat()
             except FileNotFoundError:
                 continue
-            if size < self._offsets[service]:
+            if (stat.st_dev, stat.st_ino) != self._inodes[service]:  # a new file
+                moved = rotated(path, 1)
+                if self._inodes[service] is not None and _inode(moved) == self._inodes[service]:
+                    found.extend(self._read(service, moved, moved.stat().st_size))
+                self._inodes[service] = (stat.st_dev, stat.st_ino)
                 self._offsets[service], self._partial[service] = 0, b""
-            if size == self._offsets[service]:
-                continue
-            with path.open("rb") as file:
-                file.seek(self._offsets[service])
-                data = file.read(size - self._offsets[service])
-            self._offsets[service] += len(data)
-            *complete, self._partial[service] = (self._partial[service] + data).split(b"\n")
-            texts = [line.decode(errors="replace") for line in complete]
-            lines = list(with_keys(service, texts, self._keys[service]))
-            if lines:
-                self._keys[service] = lines[-1].key
-            found.extend(lines)
+            elif stat.st_size < self._offsets[service]:  # truncated
+                self._offsets[service], self._partial[service] = 0, b""
+            found.extend(self._read(service, path, stat.st_size))
         return sorted(found)  # stable: a file's own lines keep their order
+
+    def _read(self, service: str, path: Path, size: int) -> list[LogLine]:
+        """The complete lines of `service`'s file from where it was read up to `size`."""
+        if size <= self._offsets[service]:
+            return []
+        with path.open("rb") as file:
+            file.seek(self._offsets[service])
+            data = file.read(size - self._offsets[service])
+        self._offsets[service] += len(data)
+        *complete, self._partial[service] = (self._partial[service] + data).split(b"\n")
+        texts = [line.decode(errors="replace") for line in complete]
+        lines = list(with_keys(service, texts, self._keys[service]))
+        if lines:
+            self._keys[service] = lines[-1].key
+        return lines
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    """The file's identity (device, inode), None when there is none."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 # --------------------------------------------------------------------------- echoing errors

@@ -366,6 +366,17 @@ class Settings(BaseSettings):
         "writes JSON to its services' log files whatever this says (`wapipe logs` shows them "
         "human-readable).",
     )
+    log_file_mb: int = Field(
+        50, ge=1, le=100_000,
+        description="`wapipe run` moves a service's log file aside once it passes this size "
+        "(`<service>.log` to `<service>.log.1`, and so on) and starts a new one.",
+    )  # fmt: skip
+    log_files_kept: int = Field(
+        5, ge=1, le=1_000,
+        description="How many log files `wapipe run` keeps per service besides the current "
+        "one (`<service>.log.1` the newest); older ones are deleted. `wapipe logs` reads "
+        "them all.",
+    )  # fmt: skip
 
     # --- The local broker (`wapipe kafka ...`, `make run`, tests) -----------------------
     home: Path = Field(

@@ -3,7 +3,8 @@
 Checks that its ports are free, starts the local broker (unless WAPIPE_KAFKA_BOOTSTRAP
 names one, which must answer), creates the topics, then runs each service (ingester,
 processors) as a child process whose JSON log lines go to a file of its own,
-`WAPIPE_HOME/logs/<service>.log` (appended to). The terminal gets a line per service as
+`WAPIPE_HOME/logs/<service>.log` (appended to, through a pipe: rotated by size,
+`logfiles.RotatingLog`). The terminal gets a line per service as
 it becomes ready (its /readyz answers 200), then a summary (addresses, log files,
 commands to try), and afterwards only what needs a person: a child's error lines (rate
 limited, `logfiles.ErrorEcho`) and its exit. A child that exits stops everything.
@@ -19,6 +20,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +30,7 @@ from typing import TextIO
 
 from processors.jobs import JOBS
 from wapipe.local_kafka import LocalBroker, LocalKafkaError
-from wapipe.logfiles import ErrorEcho, Follower, log_directory, log_file
+from wapipe.logfiles import ErrorEcho, Follower, RotatingLog, log_directory, log_file, pump
 from wapipe.preflight import kafka_problem, port_taken, port_taken_message
 from wapipe.settings import Settings
 from wapipe.topics import create_topics
@@ -183,6 +185,7 @@ class _Supervisor:
         self.out, self.err = out, err
         self.stop_requested = False
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.pumps: list[threading.Thread] = []  # each child's output into its log file
         self.echo = ErrorEcho()
         self.follower: Follower | None = None
 
@@ -206,16 +209,22 @@ class _Supervisor:
         directory.mkdir(parents=True, exist_ok=True)
         # Follow each log from its end now: what earlier runs wrote is not news.
         self.follower = Follower({service.name: service.log for service in self.services})
+        max_bytes = self.settings.log_file_mb * 1024 * 1024
         for service in self.services:
-            with service.log.open("ab") as log:
-                self.children[service.name] = subprocess.Popen(
-                    [sys.executable, "-m", "wapipe", *service.args],
-                    env={**self.environment, **service.environment},
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                    # Own process group: the terminal's Ctrl-C reaches only us, and we
-                    # stop the children in order.
-                    start_new_session=True,
-                )  # fmt: skip
+            child = subprocess.Popen(
+                [sys.executable, "-m", "wapipe", *service.args],
+                env={**self.environment, **service.environment},
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                # Own process group: the terminal's Ctrl-C reaches only us, and we
+                # stop the children in order.
+                start_new_session=True,
+            )  # fmt: skip
+            self.children[service.name] = child
+            log = RotatingLog(service.log, max_bytes, self.settings.log_files_kept)
+            pump_thread = threading.Thread(target=pump, args=(child.stdout, log),
+                                           name=f"log-{service.name}", daemon=True)  # fmt: skip
+            pump_thread.start()
+            self.pumps.append(pump_thread)
         print(f"wapipe run: started {', '.join(self.children)}; their logs are in "
               f"{_shown(directory)}/; waiting until each is ready ...", file=self.out,
               flush=True)  # fmt: skip
@@ -282,6 +291,8 @@ class _Supervisor:
                 if child in running and child.returncode != 0:
                     print(f"wapipe run: {name} stopped with status {child.returncode}",
                           file=self.err, flush=True)  # fmt: skip
+        for pump_thread in self.pumps:  # each ends at its child's last line
+            pump_thread.join(_STOP_GRACE_SECONDS)
         self._echo_errors(final=True)
 
     def _service(self, name: str) -> Service:

@@ -18,10 +18,15 @@ from wapipe.logfiles import (
     ErrorEcho,
     Follower,
     LogLine,
+    RotatingLog,
+    all_lines,
+    chain,
     format_line,
     is_error,
     last_lines,
     merged,
+    pump,
+    rotated,
     show_logs,
 )
 from wapipe.settings import Settings
@@ -129,6 +134,41 @@ def test_the_follower_sees_appended_lines_new_files_and_truncation(tmp_path):
     assert [line.text for line in follower.poll()] == ['{"event": "half line"}']
     funnel.write_text("fresh\n")  # truncated and written again
     assert [line.text for line in follower.poll()] == ["fresh"]
+
+
+def test_a_child_s_output_is_rotated_by_size_at_line_ends_and_read_across_the_files(tmp_path):
+    """A real child's output through the pipe `wapipe run` gives it: 310 lines of 100
+    bytes into files moved aside at 2,000 bytes (20 lines), 3 kept besides the current
+    one: the last 70 lines are kept, whole and in order, and read as one log."""
+    path = tmp_path / "funnel.log"
+    child = subprocess.Popen(
+        [sys.executable, "-c", "for n in range(310): print(f'{n:05d} ' + 'x' * 93)"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert child.stdout is not None
+    pump(child.stdout, RotatingLog(path, max_bytes=2_000, keep=3))
+    assert child.wait(timeout=30) == 0
+
+    assert chain(path) == [rotated(path, 3), rotated(path, 2), rotated(path, 1), path]
+    assert not rotated(path, 4).exists()
+    assert [p.stat().st_size for p in chain(path)] == [2_000, 2_000, 2_000, 1_000]
+    assert [int(line.split()[0]) for line in all_lines(path)] == list(range(240, 310))
+    assert [int(line.split()[0]) for line in last_lines(path, 50)] == list(range(260, 310))
+    assert [int(line.split()[0]) for line in last_lines(path, 500)] == list(range(240, 310))
+
+
+def test_the_follower_reads_a_file_moved_aside_to_its_end_then_the_new_one(tmp_path):
+    path = tmp_path / "funnel.log"
+    lines = [log(f"12:00:{n:02d}.000000", f"e{n}") for n in range(3)]
+    log_file = RotatingLog(path, max_bytes=2 * len(lines[0]) + 2, keep=2)  # 2 lines a file
+    follower = Follower({"funnel": path})
+    log_file.write(f"{lines[0]}\n".encode())
+    assert [line.text for line in follower.poll()] == lines[:1]
+    for line in lines[1:]:  # the second line fills the file: it is moved aside
+        log_file.write(f"{line}\n".encode())
+    log_file.close()
+    assert rotated(path, 1).read_text().splitlines() == lines[:2]
+    assert [line.text for line in follower.poll()] == lines[1:]
 
 
 # --------------------------------------------------------------------------- what run echoes
