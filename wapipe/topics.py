@@ -52,7 +52,7 @@ class TopicSpec:
 # and long enough to replay a processor's whole input after a bug fix.
 RAW = TopicSpec(
     "webhooks.raw",
-    "umid, eventId, another id, or body hash",
+    "umid, templateId, displayPhoneNumber, eventId, another id, or body hash",
     "webhook bodies byte for byte",
     retention_days=14,
 )
