@@ -1,7 +1,7 @@
 """Who may post: source networks, the `Authorization` header, and the optional signature.
 
 Each check is optional and they combine, as 8x8 documents its sender (see
-WEBHOOKS.md): a static `Authorization` value, OAuth 2.0 client-credentials
+8x8's webhook documentation): a static `Authorization` value, OAuth 2.0 client-credentials
 tokens (issued by `ingest.oauth`), an IP allow-list, and an `X-8x8-Signature`
 HMAC. 8x8 does not specify the signature's algorithm; HMAC-SHA256 of the raw
 body is our assumption, hence optional.

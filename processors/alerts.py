@@ -86,7 +86,7 @@ def withdrawal(
 
 
 def alert_value(alert: Alert) -> dict[str, object]:
-    """The record of `whatsapp.alerts` (camelCase, CONTRACT.md)."""
+    """The record of `whatsapp.alerts` (camelCase, docs/interface.md)."""
     return {
         "alertId": alert.alert_id,
         "type": alert.type,

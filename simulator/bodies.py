@@ -1,7 +1,7 @@
-"""The webhook body of each story event, in the shapes of WEBHOOKS.md. Pure.
+"""The webhook body of each story event, in the shapes of 8x8's webhook documentation. Pure.
 
 Real 8x8 bodies differ in more than their values, and the pipeline must take
-them all (WEBHOOKS.md, "What real bodies add"), so the bodies vary as real ones
+them all (8x8's webhook documentation, "What real bodies add"), so the bodies vary as real ones
 do: with or without a `version` (3 for inbound, 8 or 9 for receipts), `channel`
 and `state` in mixed case, 0, 1, 2, 3 or 7 fractional digits, `channelUserId`
 with a `+`, a BSUID, or missing (on `queued`), `description` missing, extra
@@ -129,7 +129,7 @@ def _receipt(fact: Receipt, moment: datetime, style: random.Random) -> Body:
         status["errorCode"] = fact.failure.code
         status["errorMessage"] = fact.failure.message
     user: Body = {"msisdn": fact.customer.msisdn}
-    if fact.state != QUEUED:  # missing on queued (WEBHOOKS.md)
+    if fact.state != QUEUED:  # missing on queued (8x8's webhook documentation)
         user["channelUserId"] = _channel_user_id(fact, style)
     payload: Body = {"umid": fact.umid}
     if version is not None and fact.batch_id is not None:
@@ -202,7 +202,7 @@ def _inbound(fact: Inbound, moment: datetime, style: random.Random) -> Body:
         user["username"] = (fact.customer.name or "user").lower() + str(style.randrange(100))
     payload: Body = {"umid": fact.umid, "subAccountId": fact.sub_account.sub_account_id}
     # A reply's time is the funnel's `repliedAt`: always sent with replies; only some
-    # other messages come without one (WEBHOOKS.md: even `timestamp` is missing).
+    # other messages come without one (8x8's webhook documentation: even `timestamp` is missing).
     if fact.reply_to is not None or fact.complete or style.random() > 0.05:
         payload["timestamp"] = timestamp(moment, style.choice((0, 0, 2)))
     payload["user"] = user

@@ -3,7 +3,7 @@
 Computed *independently* of the pipeline's own rules (processors/funnel/state.py,
 processors/templates/rules.py): an oracle that called them would repeat their
 bugs and agree with them whatever they do. It is written from the contract's
-words instead (CONTRACT.md, WEBHOOKS.md), and from the story's facts rather than
+words instead (docs/interface.md, 8x8's webhook docs), and from the story's facts rather than
 from the bodies, so that a body the pipeline misreads shows up as a difference:
 
 - a message was *sent* when any receipt says sent, delivered or read; *delivered*

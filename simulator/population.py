@@ -120,7 +120,7 @@ def _customer(rng: random.Random) -> Customer:
     country = rng.choices(regions, weights=[COUNTRIES[r][0] for r in regions])[0]
     msisdn = valid_number(rng, country, phonenumbers.PhoneNumberType.MOBILE)
     name = rng.choice(COUNTRIES[country][1]) if rng.random() < 0.8 else None
-    # Some customers already have a BSUID (WEBHOOKS.md, "Users without a phone number").
+    # Some customers already have a BSUID (8x8's webhook docs: "Users without a phone number").
     bsuid = f"{country}.{rng.randrange(10**19, 10**20)}" if rng.random() < 0.1 else None
     return Customer(msisdn=msisdn, country=country, name=name, bsuid=bsuid)
 

@@ -60,7 +60,7 @@ class Failure:
     detail: str  # rejected_by_operator (refused at once) or undelivered_to_recipient
 
 
-# 15 and 1022 are 8x8's documented examples (WEBHOOKS.md); the others are codes in
+# 15 and 1022 are 8x8's documented examples (8x8's webhook documentation); the others are codes in
 # 8x8's WhatsApp range paired with Meta's published error codes of the same meaning.
 # Weights: how often each occurs among failures.
 FAILURES: tuple[tuple[int, Failure, bool], ...] = (

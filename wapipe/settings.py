@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# 8x8's published source addresses of its messaging platform (WEBHOOKS.md, last
+# 8x8's published source addresses of its messaging platform (8x8's webhook documentation, last
 # updated by 8x8 on 2025-10-13). `WAPIPE_ALLOWED_NETWORKS=8x8` stands for these.
 EIGHT_BY_EIGHT_SOURCE_ADDRESSES: dict[str, tuple[str, ...]] = {
     "apac": ("52.220.117.120", "52.220.109.9", "18.136.13.204"),

@@ -223,7 +223,7 @@ def observe_reply(message: InboundMessage) -> tuple[str, Observation] | None:
 
 
 def message_state_value(state: MessageState) -> dict[str, object]:
-    """The record of `whatsapp.message_state` for `state` (camelCase, CONTRACT.md)."""
+    """The record of `whatsapp.message_state` for `state` (camelCase, docs/interface.md)."""
     failure = state.failure
     return {
         "umid": state.umid,

@@ -227,7 +227,7 @@ def account_alerts(event: AccountEvent) -> tuple[Alert, ...]:
 
 
 def phone_state_value(state: PhoneState) -> dict[str, object]:
-    """The record of `whatsapp.phone_state` (camelCase, CONTRACT.md)."""
+    """The record of `whatsapp.phone_state` (camelCase, docs/interface.md)."""
     return {
         "displayPhoneNumber": state.display_phone_number,
         "businessAccountId": state.business_account_id,

@@ -443,7 +443,7 @@ def _plus_hours(at: str, hours: int) -> str:
 
 
 def template_state_value(state: TemplateState) -> dict[str, object]:
-    """The record of `whatsapp.template_state` (camelCase, CONTRACT.md)."""
+    """The record of `whatsapp.template_state` (camelCase, docs/interface.md)."""
     return {
         "templateId": state.template_id,
         "templateName": state.template_name,

@@ -64,7 +64,7 @@ def test_every_wapipe_variable_is_a_setting() -> None:
 
 def test_ports_agree_with_the_contract() -> None:
     defaults = Settings()
-    assert defaults.ingest_port == 8080  # CONTRACT.md: the ingester's port
+    assert defaults.ingest_port == 8080  # docs/interface.md: the ingester's port
     assert WAPIPE["ingest"]["ports"] == [f"{defaults.ingest_port}:{defaults.ingest_port}"]
     assert str(defaults.ingest_port) in " ".join(WAPIPE["ingest"]["healthcheck"]["test"])
     for job in JOBS:

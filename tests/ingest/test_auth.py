@@ -24,7 +24,7 @@ SHARED_KEY = "a-shared-signing-key-of-at-least-32-bytes"
 OTHER_KEY = b"another-signing-key-of-at-least-32-bytes"
 BODY = b'{"namespace":"ChatApps","eventType":"inbound_message_received","payload":{"umid":"u1"}}'
 
-# 8x8's published source addresses (WEBHOOKS.md, "Delivery behaviour of the sender").
+# 8x8's published source addresses (8x8's webhook docs, "Delivery behaviour of the sender").
 EIGHT_BY_EIGHT = [
     "52.220.117.120",
     "52.220.109.9",

@@ -50,7 +50,7 @@ ALERTS = topics.ALERTS.suffix
 NUMBER = "4930901820"
 BUSINESS_ACCOUNT = "104233889912345"
 START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-# Meta's events (WEBHOOKS.md), one it may add, and none (the webhook schema requires one).
+# Meta's events (8x8's webhook docs), one it may add, and none (the webhook schema requires one).
 EVENTS = ("UPGRADE", "DOWNGRADE", "FLAGGED", "UNFLAGGED", "ONBOARDING", "THROUGHPUT_UPGRADE")
 # Every tier we rank, and names we do not know (kept as sent).
 TIERS = (*TIER_RANK, "TIER_5K", "TIER_25K")

@@ -1,4 +1,4 @@
-"""The simulator's bodies: the shapes of WEBHOOKS.md, in all their real variants, and
+"""The simulator's bodies: the shapes of 8x8's webhook docs, in all their real variants, and
 every one of them accepted by the ingester's schemas and by normalize."""
 
 from __future__ import annotations

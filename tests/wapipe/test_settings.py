@@ -12,7 +12,7 @@ from wapipe.settings import Settings, SettingsError, environment_variables
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
-# 8x8's published source addresses (WEBHOOKS.md, "Delivery behaviour of the sender").
+# 8x8's published source addresses (8x8's webhook docs, "Delivery behaviour of the sender").
 EIGHT_BY_EIGHT = {
     "52.220.117.120",
     "52.220.109.9",
