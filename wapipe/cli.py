@@ -131,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_status(commands)
     _add_logs(commands)
     _add_replay(commands)
+    _add_deadletters(commands)
 
     simulate = commands.add_parser(
         "simulate",
@@ -359,6 +360,68 @@ def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="do not ask for confirmation (needed without a terminal)",
     )  # fmt: skip
     replay.set_defaults(handler=_replay)
+
+
+_DEADLETTERS_DESCRIPTION = """\
+What is on <prefix>.deadletter: the webhooks normalize could not type (an event type
+this version does not know, a shape that breaks its schema) and the records that made a
+job raise, each with its reason and the original bytes.
+
+  wapipe deadletters                  a summary: count, first and last seen, and one
+                                      letter to show, per kind, source topic and reason
+  wapipe deadletters --show P:O       one letter whole (partition P, offset O)
+  wapipe deadletters replay --yes     after a fix: re-inject the chosen letters' original
+                                      bytes into their source topic (key, partition,
+                                      headers kept), each once: a second run re-injects
+                                      nothing twice
+
+--from/--to TIME: ISO 8601 or an age such as 3d (now minus it), on the letters' Kafka
+timestamps (when the original was received). --kind and --source (repeatable) choose.
+
+Exit status: 0 done; 1 refused or failed; 2 bad usage or settings.
+When to use it rather than `wapipe replay`: docs/operations.md, "Dead letters".
+"""
+
+
+def _add_deadletters(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    letters = commands.add_parser(
+        "deadletters",
+        help="summarize the dead letters, show one, or re-inject them after a fix",
+        description=_DEADLETTERS_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    letters.add_argument("action", nargs="?", choices=("replay",),
+                         help="replay: re-inject the chosen letters")  # fmt: skip
+    letters.add_argument("--from", dest="since", metavar="TIME",
+                         help="only letters stamped at or after TIME")  # fmt: skip
+    letters.add_argument("--to", dest="until", metavar="TIME",
+                         help="only letters stamped before TIME")  # fmt: skip
+    letters.add_argument(
+        "--kind", action="append", default=[], metavar="KIND",
+        help="only this kind (unknown_event_type, schema_violation, invalid_body, "
+        "invalid_value, processing_error, ...); repeatable",
+    )  # fmt: skip
+    letters.add_argument(
+        "--source", action="append", default=[], metavar="TOPIC",
+        help="only letters from this topic (with or without the prefix); repeatable",
+    )  # fmt: skip
+    letters.add_argument("--show", metavar="P:O", help="print one letter whole")
+    letters.add_argument("--json", action="store_true", help="the summary as JSON")
+    letters.add_argument("--yes", action="store_true",
+                         help="replay without asking (needed without a terminal)")  # fmt: skip
+    letters.set_defaults(handler=_deadletters)
+
+
+def _deadletters(settings: Settings, arguments: argparse.Namespace) -> int:
+    from wapipe.deadletters import run_deadletters
+    from wapipe.logs import configure_logging
+
+    configure_logging(settings, service="deadletters")
+    return run_deadletters(
+        settings, action=arguments.action, since=arguments.since, until=arguments.until,
+        kinds=arguments.kind, sources=arguments.source, show=arguments.show,
+        as_json=arguments.json, yes=arguments.yes,
+    )  # fmt: skip
 
 
 def _worker_endpoint(jobs: tuple[str, ...]) -> Callable[[str], tuple[str, str]]:

@@ -112,6 +112,12 @@ DEADLETTER = TopicSpec(
     "what could not be processed, with the reason",
     retention_days=30,
 )
+# `wapipe deadletters replay`'s markers: the letters it re-injected, each once.
+DEADLETTER_REPLAYED = TopicSpec(
+    "deadletter.replayed", "dead letter partition:offset",
+    "the dead letters `wapipe deadletters replay` re-injected (internal)",
+    CleanupPolicy.COMPACT, retention_days=None,
+)  # fmt: skip
 
 NORMALIZED = (INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT)  # normalize's typed outputs
 
@@ -177,8 +183,8 @@ CHANGELOGS: tuple[TopicSpec, ...] = (
 TOPICS: tuple[TopicSpec, ...] = (
     RAW, INBOUND, STATUS, TEMPLATE, PHONE, ACCOUNT,
     MESSAGE_STATE, FUNNEL, BILLING, SERVICE_WINDOWS, MESSAGING_LIMITS, TEMPLATE_STATE,
-    PHONE_STATE, ALERTS, DEADLETTER, FUNNEL_REPLIES, FUNNEL_DELTAS, CONVERSATIONS_EVENTS,
-    LIMITS_SENDERS, LIMITS_SUBJECTS, *CHANGELOGS,
+    PHONE_STATE, ALERTS, DEADLETTER, DEADLETTER_REPLAYED, FUNNEL_REPLIES, FUNNEL_DELTAS,
+    CONVERSATIONS_EVENTS, LIMITS_SENDERS, LIMITS_SUBJECTS, *CHANGELOGS,
 )  # fmt: skip
 
 
