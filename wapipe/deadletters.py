@@ -293,7 +293,7 @@ def render_letter(letter: Letter) -> str:
 @dataclass
 class Replayed:
     chosen: int = 0
-    skipped: int = 0  # re-injected by an earlier run
+    skipped: int = 0  # re-injected by an earlier run, or set aside again after one
     sent: int = 0
     per_topic: dict[str, int] = field(default_factory=dict)
 
