@@ -11,8 +11,12 @@ partition p of the tables), thin wiring around `batch`'s two folds:
   window, to `<prefix>.funnel.deltas` keyed by sub-account;
 - `<prefix>.funnel.deltas`: summed into the windows' totals (`windows` table) and
   the sub-accounts' windows (`subaccount_windows`, for the rate alerts); each
-  touched window's total goes to `whatsapp.funnel`, new alerts to `whatsapp.alerts`;
-  the billing windows' deltas, summed into `billing`, go to `whatsapp.billing`.
+  touched window's total goes to `whatsapp.funnel`; the billing windows' deltas,
+  summed into `billing`, go to `whatsapp.billing`. The hops' progress records
+  (`deltas.Progress`: this job's merge hop's, sent by a wall-clock timer, and the
+  conversations job's) are kept in `progress`; a sub-account's window is decided once
+  the lowest of them passes its end plus the alerts' delay, its alerts to
+  `whatsapp.alerts`.
 
 Every hop commits in its batch's transaction with the offsets it read, so each
 reply, delta and total is written once: plain sums are exact (`batch` says why).
