@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +56,7 @@ from prometheus_client import CollectorRegistry
 
 from processors.engine import kafka
 from processors.engine.alignment import Clock, ahead
-from processors.engine.job import Job, Output, PartitionBatch, origin, running_stream_times
+from processors.engine.job import Job, PartitionBatch, origin, running_stream_times
 from processors.engine.metrics import EngineMetrics, Heartbeat, WebServer
 from processors.engine.state.restore import CheckpointAhead, RestoreError, restore
 from processors.engine.state.store import Store, StoreOptions
@@ -79,6 +79,7 @@ Views = dict[int, dict[str, TableView]]  # partition -> table -> this round's vi
 _GAUGE_SECONDS = 2.0
 _MEMORY_SECONDS = 10.0
 _READ_PAST_SECONDS = 1.0  # `Worker._commit_read_past`
+_BY_KEY = (None,)  # an output's partition: its key decides
 
 
 @dataclass(frozen=True)
@@ -339,15 +340,12 @@ class Worker:
         max_drift = self.config.max_drift_ms
         if max_drift is None or not self._assigned:
             return
-        restoring = {(tp.topic, tp.partition) for tp in self._to_restore}
         clocks: dict[tuple[str, int], Clock] = {}
-        for tp in self.consumer.position([TopicPartition(t, p) for t, p in self._assigned]):
-            key = (tp.topic, tp.partition)
-            if key in restoring or tp.partition not in self.stores:
-                continue
+        for tp in self.consumer.position(self._opened_sources()):
             low, end = self.consumer.get_watermark_offsets(tp, cached=True)
             reading = end > self._read_to(tp, low)
-            clocks[key] = Clock(self.stream_times.of_source(tp.topic, tp.partition), reading)
+            clocks[(tp.topic, tp.partition)] = Clock(
+                self.stream_times.of_source(tp.topic, tp.partition), reading)  # fmt: skip
         held = ahead(clocks, max_drift)
         if held - self._held:
             self.consumer.pause([TopicPartition(t, p) for t, p in held - self._held])
@@ -355,6 +353,13 @@ class Worker:
             self.consumer.resume([TopicPartition(t, p) for t, p in self._held - held
                                   if (t, p) in clocks])  # fmt: skip
         self._held = held
+
+    def _opened_sources(self) -> list[TopicPartition]:
+        """The assigned source partitions whose tables are restored (their stream times
+        loaded): those being read."""
+        restoring = {(tp.topic, tp.partition) for tp in self._to_restore}
+        return [TopicPartition(t, p) for t, p in self._assigned
+                if p in self.stores and (t, p) not in restoring]  # fmt: skip
 
     def _read_to_end(self) -> dict[int, frozenset[str]]:
         """partition number -> its source topics whose partition here has been read to its
@@ -391,13 +396,8 @@ class Worker:
         if now < self._read_past_due:
             return
         self._read_past_due = now + _READ_PAST_SECONDS
-        restoring = {(tp.topic, tp.partition) for tp in self._to_restore}
-        opened = [TopicPartition(t, p) for t, p in self._assigned
-                  if p in self.stores and (t, p) not in restoring]  # fmt: skip
-        if not opened:
-            return
         past = [self.stream_times.offset(tp.topic, tp.partition, tp.offset)
-                for tp in self.consumer.position(opened)
+                for tp in self.consumer.position(self._opened_sources())
                 if tp.offset > self._offsets.get((tp.topic, tp.partition), tp.offset)]  # fmt: skip
         if not past:
             return
@@ -421,7 +421,9 @@ class Worker:
             transactions.begin()
             for batch in batches:
                 for output in batch.outputs:
-                    for partition in self._partitions_for(output):
+                    partitions = (self._partitions_of(output.topic) if output.every_partition
+                                  else _BY_KEY)  # fmt: skip
+                    for partition in partitions:
                         transactions.produce(output.topic, output.key, output.value, partition,
                                              output.timestamp_ms, output.headers)  # fmt: skip
             for partition, tables in views.items():
@@ -441,19 +443,17 @@ class Worker:
         self.metrics.last_commit.set_to_current_time()
         return checkpoints
 
-    def _partitions_for(self, output: Output) -> Iterable[int | None]:
-        """None (the key decides), or every partition of a broadcast's topic (counted once
-        per worker: a topic's partitions are only ever added, and the job's sources,
-        co-partitioned with it, would have to be too)."""
-        if not output.every_partition:
-            return (None,)
-        count = self._partition_counts.get(output.topic)
+    def _partitions_of(self, topic: str) -> range:
+        """Every partition of a broadcast's topic (counted once per worker: a topic's
+        partitions are only ever added, and the job's sources, co-partitioned with it,
+        would have to be too)."""
+        count = self._partition_counts.get(topic)
         if count is None:
             timeout = self.config.broker_timeout_seconds
-            found = self.consumer.list_topics(output.topic, timeout=timeout).topics[output.topic]
+            found = self.consumer.list_topics(topic, timeout=timeout).topics[topic]
             if found.error is not None or not found.partitions:
-                raise EngineError(f"{output.topic}: no partitions to broadcast to ({found.error})")
-            count = self._partition_counts[output.topic] = len(found.partitions)
+                raise EngineError(f"{topic}: no partitions to broadcast to ({found.error})")
+            count = self._partition_counts[topic] = len(found.partitions)
         return range(count)
 
     def _produce_changelog(

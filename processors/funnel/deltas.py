@@ -146,9 +146,10 @@ def progressed_to(progress: TableView, records: Iterable[Mapping[str, Any]]) -> 
     it has heard from but the idle ones (None before any)."""
     for record in records:
         key, at = str(record["progress"]).encode(), int(record["at"])
-        stored = progress.get(key)
-        merged = at if stored is None else merge_progress(int(stored), at)
-        if stored is None or merged != int(stored):
+        found = progress.get(key)
+        stored = None if found is None else int(found)
+        merged = at if stored is None else merge_progress(stored, at)
+        if merged != stored:
             progress.put(key, str(merged).encode())
     lowest = None
     for _, value in progress.items():
